@@ -1,0 +1,24 @@
+//! Schema migrations of campus_trade. The same migrations build the schema on SQLite (the embedded default)
+//! and on PostgreSQL (the scaled deployment); anything backend-specific is confined to the migration that
+//! needs it and says why. The server runs them at start-up and through `campus-trade migrate`.
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20261124_000001_foundation;
+
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261124_000001_foundation::Migration)]
+    }
+}
+
+/// A fresh random salt (32 bytes, hex) for hashing a school's student numbers.
+pub fn new_roster_salt() -> String {
+    use rand::RngCore;
+    let mut buf = [0u8; 32];
+    rand::rng().fill_bytes(&mut buf);
+    hex::encode(buf)
+}

@@ -1,0 +1,318 @@
+//! Every setting of the service, its default, and its validation at start-up.
+//!
+//! Settings come from environment variables; `CAMPUS_TRADE_CONFIG` may name a TOML file whose keys are the same
+//! names (any case), and the environment wins over the file. With nothing set at all the service runs as the
+//! embedded default: SQLite under `DATA_DIR`, in-process session store and caches, and the WeChat sandbox.
+//! `docs/configuration.md` lists every setting; keep the two in step.
+
+use std::{
+    collections::HashMap, fmt, net::SocketAddr, path::PathBuf, str::FromStr, time::Duration,
+};
+
+use anyhow::{Context, anyhow, bail};
+
+/// A secret value: usable by the code, but printed as `***` by `Debug` so it never reaches a log line.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+    /// The secret itself, for the one place that has to send it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// The WeChat Mini Program identity the service talks to WeChat with.
+#[derive(Debug, Clone)]
+pub enum WechatMode {
+    /// No credentials configured: the built-in sandbox under `/sandbox/wechat/` plays WeChat.
+    Sandbox,
+    /// Real credentials: every call goes to `api_base` (the real WeChat unless overridden).
+    Real { appid: String, secret: Secret },
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub bind: SocketAddr,
+    /// The externally visible base URL (no trailing slash); `None` means "derive from the bound address".
+    pub public_base_url: Option<String>,
+    pub data_dir: PathBuf,
+    pub database_url: String,
+    /// PostgreSQL only: the schema to use (created if missing). Lets several deployments or test runs share a
+    /// database.
+    pub database_schema: Option<String>,
+    pub database_max_connections: u32,
+    pub redis_url: Option<Secret>,
+    /// Prefix of every Redis key this deployment writes, so several deployments can share one Redis.
+    pub redis_key_prefix: String,
+    pub wechat: WechatMode,
+    /// Base URL of WeChat's server API; `None` means the real one, or the built-in sandbox in sandbox mode.
+    pub wechat_api_base: Option<String>,
+    pub log_format: LogFormat,
+    pub log_filter: String,
+    pub session_ttl: Duration,
+    pub max_body_bytes: usize,
+    pub login_rate_per_ip_per_minute: u32,
+    pub trust_proxy_headers: bool,
+    pub shutdown_grace: Duration,
+}
+
+/// Where a setting's raw text comes from: the environment first, then the optional TOML file.
+struct Source {
+    env: HashMap<String, String>,
+    file: HashMap<String, String>,
+}
+
+impl Source {
+    fn get(&self, name: &str) -> Option<String> {
+        self.env
+            .get(name)
+            .or_else(|| self.file.get(name))
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+    }
+
+    fn parse<T: FromStr>(&self, name: &str, default: T) -> anyhow::Result<T>
+    where
+        T::Err: fmt::Display,
+    {
+        match self.get(name) {
+            None => Ok(default),
+            Some(raw) => raw
+                .parse()
+                .map_err(|e| anyhow!("setting {name}={raw:?} is not valid: {e}")),
+        }
+    }
+
+    fn flag(&self, name: &str, default: bool) -> anyhow::Result<bool> {
+        match self.get(name).map(|v| v.to_ascii_lowercase()) {
+            None => Ok(default),
+            Some(v) if ["1", "true", "yes", "on"].contains(&v.as_str()) => Ok(true),
+            Some(v) if ["0", "false", "no", "off"].contains(&v.as_str()) => Ok(false),
+            Some(v) => bail!("setting {name}={v:?} must be true or false"),
+        }
+    }
+}
+
+impl Config {
+    /// Reads the configuration from the process environment (and `CAMPUS_TRADE_CONFIG`, if set).
+    pub fn from_env() -> anyhow::Result<Self> {
+        Self::from_vars(std::env::vars())
+    }
+
+    /// Reads the configuration from the given variables; the TOML file named by `CAMPUS_TRADE_CONFIG` among them
+    /// supplies what they do not.
+    pub fn from_vars(vars: impl IntoIterator<Item = (String, String)>) -> anyhow::Result<Self> {
+        let env: HashMap<String, String> = vars.into_iter().collect();
+        let file = match env.get("CAMPUS_TRADE_CONFIG").filter(|p| !p.is_empty()) {
+            Some(path) => read_toml(path)?,
+            None => HashMap::new(),
+        };
+        Self::from_source(&Source { env, file })
+    }
+
+    fn from_source(src: &Source) -> anyhow::Result<Self> {
+        let bind: SocketAddr =
+            src.parse("BIND", "127.0.0.1:8080".parse().expect("valid default"))?;
+        let data_dir = PathBuf::from(src.get("DATA_DIR").unwrap_or_else(|| "./data".into()));
+        let database_url = match src.get("DATABASE_URL") {
+            Some(url) => url,
+            None => format!(
+                "sqlite://{}?mode=rwc",
+                data_dir.join("campus_trade.db").display()
+            ),
+        };
+        if !(database_url.starts_with("sqlite:")
+            || database_url.starts_with("postgres://")
+            || database_url.starts_with("postgresql://"))
+        {
+            bail!("DATABASE_URL must start with sqlite: or postgres:// (got a different scheme)");
+        }
+        let database_schema = src.get("DATABASE_SCHEMA");
+        if let Some(schema) = &database_schema
+            && !schema
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_')
+        {
+            bail!("DATABASE_SCHEMA may contain only letters, digits and underscores");
+        }
+
+        let public_base_url = src
+            .get("PUBLIC_BASE_URL")
+            .map(|u| u.trim_end_matches('/').to_string());
+        if let Some(url) = &public_base_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            bail!("PUBLIC_BASE_URL must start with http:// or https://");
+        }
+
+        let wechat = match (src.get("WECHAT_APPID"), src.get("WECHAT_SECRET")) {
+            (None, None) => WechatMode::Sandbox,
+            (Some(appid), Some(secret)) => WechatMode::Real {
+                appid,
+                secret: Secret::new(secret),
+            },
+            (Some(_), None) => bail!(
+                "WECHAT_APPID is set but WECHAT_SECRET is not: set both, or neither for sandbox mode"
+            ),
+            (None, Some(_)) => bail!(
+                "WECHAT_SECRET is set but WECHAT_APPID is not: set both, or neither for sandbox mode"
+            ),
+        };
+        let wechat_api_base = src
+            .get("WECHAT_API_BASE")
+            .map(|u| u.trim_end_matches('/').to_string());
+
+        let log_format = match src.get("LOG_FORMAT").as_deref() {
+            None | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(other) => bail!("LOG_FORMAT={other:?} must be text or json"),
+        };
+
+        let session_ttl_days: u64 = src.parse("SESSION_TTL_DAYS", 30)?;
+        if !(1..=365).contains(&session_ttl_days) {
+            bail!("SESSION_TTL_DAYS must be between 1 and 365");
+        }
+        let max_connections = if database_url.starts_with("sqlite:") {
+            8
+        } else {
+            20
+        };
+
+        Ok(Self {
+            bind,
+            public_base_url,
+            data_dir,
+            database_url,
+            database_schema,
+            database_max_connections: src.parse("DATABASE_MAX_CONNECTIONS", max_connections)?,
+            redis_url: src.get("REDIS_URL").map(Secret::new),
+            redis_key_prefix: src.get("REDIS_KEY_PREFIX").unwrap_or_else(|| "ct:".into()),
+            wechat,
+            wechat_api_base,
+            log_format,
+            log_filter: src.get("LOG_LEVEL").unwrap_or_else(|| "info".into()),
+            session_ttl: Duration::from_secs(session_ttl_days * 86_400),
+            max_body_bytes: src.parse("MAX_BODY_BYTES", 1024 * 1024)?,
+            login_rate_per_ip_per_minute: src.parse("LOGIN_RATE_PER_IP_PER_MINUTE", 30)?,
+            trust_proxy_headers: src.flag("TRUST_PROXY_HEADERS", false)?,
+            shutdown_grace: Duration::from_secs(src.parse("SHUTDOWN_GRACE_SECONDS", 20)?),
+        })
+    }
+
+    pub fn is_sqlite(&self) -> bool {
+        self.database_url.starts_with("sqlite:")
+    }
+
+    pub fn is_sandbox(&self) -> bool {
+        matches!(self.wechat, WechatMode::Sandbox)
+    }
+}
+
+fn read_toml(path: &str) -> anyhow::Result<HashMap<String, String>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading CAMPUS_TRADE_CONFIG file {path}"))?;
+    let table: toml::Table = text
+        .parse()
+        .with_context(|| format!("parsing CAMPUS_TRADE_CONFIG file {path}"))?;
+    let mut out = HashMap::new();
+    for (key, value) in table {
+        let text = match value {
+            toml::Value::String(s) => s,
+            toml::Value::Integer(i) => i.to_string(),
+            toml::Value::Boolean(b) => b.to_string(),
+            toml::Value::Float(f) => f.to_string(),
+            other => bail!(
+                "setting {key} in {path} must be a string, number or boolean, not {}",
+                other.type_str()
+            ),
+        };
+        out.insert(key.to_ascii_uppercase(), text);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn nothing_set_is_the_embedded_default() {
+        let c = Config::from_vars(vars(&[])).unwrap();
+        assert_eq!(c.bind.to_string(), "127.0.0.1:8080");
+        assert!(c.is_sqlite());
+        assert!(c.database_url.contains("data/campus_trade.db"));
+        assert!(c.is_sandbox());
+        assert!(c.redis_url.is_none());
+        assert_eq!(c.session_ttl, Duration::from_secs(30 * 86_400));
+    }
+
+    #[test]
+    fn appid_without_secret_is_refused() {
+        let err = Config::from_vars(vars(&[("WECHAT_APPID", "wx123")])).unwrap_err();
+        assert!(err.to_string().contains("WECHAT_SECRET"));
+    }
+
+    #[test]
+    fn secrets_do_not_print() {
+        let c = Config::from_vars(vars(&[
+            ("WECHAT_APPID", "wx123"),
+            ("WECHAT_SECRET", "topsecretvalue"),
+            ("REDIS_URL", "redis://:hunter2@localhost"),
+        ]))
+        .unwrap();
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("topsecretvalue"));
+        assert!(!shown.contains("hunter2"));
+    }
+
+    #[test]
+    fn file_fills_in_and_environment_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "bind = \"0.0.0.0:9000\"\nsession_ttl_days = 7\nlog_format = \"json\"\n",
+        )
+        .unwrap();
+        let c = Config::from_vars(vars(&[
+            ("CAMPUS_TRADE_CONFIG", path.to_str().unwrap()),
+            ("LOG_FORMAT", "text"),
+        ]))
+        .unwrap();
+        assert_eq!(c.bind.port(), 9000);
+        assert_eq!(c.session_ttl, Duration::from_secs(7 * 86_400));
+        assert_eq!(c.log_format, LogFormat::Text);
+    }
+
+    #[test]
+    fn bad_values_name_the_setting() {
+        let err = Config::from_vars(vars(&[("BIND", "nonsense")])).unwrap_err();
+        assert!(err.to_string().contains("BIND"));
+        let err = Config::from_vars(vars(&[("DATABASE_URL", "mysql://x")])).unwrap_err();
+        assert!(err.to_string().contains("DATABASE_URL"));
+    }
+}

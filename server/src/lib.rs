@@ -1,0 +1,211 @@
+//! campus_trade: the second-hand market of a university campus.
+//!
+//! This crate is the whole service: the student API under `/api/v1`, the built-in WeChat sandbox under
+//! `/sandbox/wechat` (sandbox mode only), and health probes. [`App::build`] wires it from a [`Config`]; the
+//! binary and the black-box tests both start the service through [`App`].
+//! `docs/architecture.md` explains how the pieces fit.
+
+pub mod auth;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod health;
+pub mod jobs;
+pub mod kv;
+pub mod state;
+pub mod users;
+pub mod util;
+pub mod web;
+pub mod wechat;
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use anyhow::Context;
+use poem::{EndpointExt, Route, listener::Acceptor};
+use poem_openapi::OpenApiService;
+
+pub use config::Config;
+pub use state::AppState;
+
+use crate::{
+    auth::sessions::SessionStore,
+    kv::Kv,
+    wechat::{MiniProgram, SANDBOX_APPID, SANDBOX_SECRET, sandbox::Sandbox},
+};
+
+/// The student API's OpenAPI service: every operation the Mini Program may call.
+pub fn student_api() -> OpenApiService<
+    (
+        auth::api::AuthApi,
+        users::api::MeApi,
+        users::api::UsersApi,
+        users::api::SchoolsApi,
+    ),
+    (),
+> {
+    OpenApiService::new(
+        (auth::api::AuthApi, users::api::MeApi, users::api::UsersApi, users::api::SchoolsApi),
+        "campus_trade student API",
+        env!("CARGO_PKG_VERSION"),
+    )
+    .description("The API the campus_trade WeChat Mini Program speaks. Money is integer fen; times are UTC RFC 3339.")
+    .server("/api")
+}
+
+/// A configured, migrated service, ready to serve on its listener.
+pub struct App {
+    pub state: AppState,
+    pub local_addr: SocketAddr,
+    acceptor: poem::listener::TcpAcceptor,
+}
+
+impl App {
+    /// Binds the listener, connects to the database (and Redis), runs migrations and builds the state.
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        use poem::listener::Listener;
+        let acceptor = poem::listener::TcpListener::bind(config.bind)
+            .into_acceptor()
+            .await
+            .with_context(|| format!("binding {}", config.bind))?;
+        let local_addr = acceptor
+            .local_addr()
+            .first()
+            .and_then(|a| a.as_socket_addr().copied())
+            .context("listener has no socket address")?;
+
+        let db = db::connect(&config).await?;
+        db::migrate(&db).await?;
+
+        let kv = match &config.redis_url {
+            Some(url) => Kv::redis(url.expose(), &config.redis_key_prefix).await?,
+            None => Kv::local(),
+        };
+        let sessions = match &kv {
+            Kv::Redis(redis) => SessionStore::Redis {
+                redis: redis.clone(),
+                ttl: config.session_ttl,
+            },
+            Kv::Local(_) => SessionStore::Database {
+                db: db.clone(),
+                ttl: config.session_ttl,
+            },
+        };
+
+        let loopback = match local_addr {
+            SocketAddr::V4(a) if a.ip().is_unspecified() => {
+                SocketAddr::from(([127, 0, 0, 1], a.port()))
+            }
+            SocketAddr::V6(a) if a.ip().is_unspecified() => {
+                SocketAddr::from(([127, 0, 0, 1], a.port()))
+            }
+            other => other,
+        };
+        let public_base_url = config
+            .public_base_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{loopback}"));
+
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(3))
+            .timeout(Duration::from_secs(10))
+            .user_agent(concat!("campus-trade/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .context("building the HTTP client")?;
+        let (wechat, sandbox) = match &config.wechat {
+            config::WechatMode::Sandbox => {
+                let base = config
+                    .wechat_api_base
+                    .clone()
+                    .unwrap_or_else(|| format!("http://{loopback}/sandbox/wechat"));
+                tracing::warn!(
+                    api_base = %base,
+                    "WECHAT_APPID is not set: running in SANDBOX MODE. Logins and payments are simulated by the \
+                     built-in fake WeChat; set WECHAT_APPID and WECHAT_SECRET for the real one."
+                );
+                let client = MiniProgram::new(
+                    http.clone(),
+                    base,
+                    SANDBOX_APPID.into(),
+                    config::Secret::new(SANDBOX_SECRET),
+                    kv.clone(),
+                );
+                (client, Some(Sandbox::new(SANDBOX_APPID, SANDBOX_SECRET)))
+            }
+            config::WechatMode::Real { appid, secret } => {
+                let base = config
+                    .wechat_api_base
+                    .clone()
+                    .unwrap_or_else(|| "https://api.weixin.qq.com".into());
+                (
+                    MiniProgram::new(
+                        http.clone(),
+                        base,
+                        appid.clone(),
+                        secret.clone(),
+                        kv.clone(),
+                    ),
+                    None,
+                )
+            }
+        };
+
+        let state = AppState::new(state::Inner {
+            config,
+            db,
+            kv,
+            sessions,
+            wechat,
+            sandbox,
+            public_base_url,
+        });
+        Ok(Self {
+            state,
+            local_addr,
+            acceptor,
+        })
+    }
+
+    /// The whole HTTP application: API, docs, sandbox, probes, and the shared middleware.
+    pub fn endpoint(state: &AppState) -> impl poem::Endpoint<Output = poem::Response> + 'static {
+        let api = student_api();
+        let mut route = Route::new()
+            .nest("/api/docs", api.swagger_ui())
+            .nest("/api/openapi.json", api.spec_endpoint())
+            .nest("/api", api)
+            .at("/healthz", poem::get(health::healthz))
+            .at("/readyz", poem::get(health::readyz));
+        if let Some(sandbox) = &state.sandbox {
+            route = route.nest(
+                "/sandbox/wechat",
+                wechat::sandbox::routes(Arc::clone(sandbox)),
+            );
+        }
+        route
+            .data(state.clone())
+            .with(web::BodyLimit {
+                default_limit: state.config.max_body_bytes,
+                overrides: vec![],
+            })
+            .with(web::RequestContext)
+    }
+
+    /// Serves until `shutdown` resolves, then stops accepting, lets in-flight requests finish (up to the grace
+    /// period) and closes the database pool.
+    pub async fn run(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let state = self.state.clone();
+        let jobs = jobs::spawn(state.clone());
+        tracing::info!(addr = %self.local_addr, public_base_url = %state.public_base_url, "campus_trade listening");
+        let grace = state.config.shutdown_grace;
+        poem::Server::new_with_acceptor(self.acceptor)
+            .run_with_graceful_shutdown(Self::endpoint(&state), shutdown, Some(grace))
+            .await
+            .context("serving HTTP")?;
+        jobs.abort();
+        tracing::info!("stopped accepting; closing the database pool");
+        state.db.clone().close().await.ok();
+        Ok(())
+    }
+}

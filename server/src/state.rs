@@ -1,0 +1,41 @@
+//! What every handler shares: configuration, the database pool, the key-value store, the session store and the
+//! WeChat clients. Cheap to clone (one `Arc`).
+
+use std::{ops::Deref, sync::Arc};
+
+use sea_orm::DatabaseConnection;
+
+use crate::{
+    auth::sessions::SessionStore,
+    config::Config,
+    kv::Kv,
+    wechat::{MiniProgram, sandbox::Sandbox},
+};
+
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+pub struct Inner {
+    pub config: Config,
+    pub db: DatabaseConnection,
+    pub kv: Kv,
+    pub sessions: SessionStore,
+    pub wechat: MiniProgram,
+    /// The fake WeChat, present in sandbox mode only.
+    pub sandbox: Option<Arc<Sandbox>>,
+    /// The externally visible base URL (configured, or derived from the bound address).
+    pub public_base_url: String,
+}
+
+impl AppState {
+    pub fn new(inner: Inner) -> Self {
+        Self(Arc::new(inner))
+    }
+}
+
+impl Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
