@@ -1,0 +1,5 @@
+//! Black-box API tests: one binary (one link) with a module per capability.
+
+mod foundation;
+mod users;
+mod wechat;
