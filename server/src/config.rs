@@ -2,7 +2,8 @@
 //!
 //! Settings come from environment variables; `CAMPUS_TRADE_CONFIG` may name a TOML file whose keys are the same
 //! names (any case), and the environment wins over the file. With nothing set at all the service runs as the
-//! embedded default: SQLite under `DATA_DIR`, in-process session store and caches, and the WeChat sandbox.
+//! embedded default: SQLite under `DATA_DIR` (sessions included), in-process caches and rate limits, and the WeChat
+//! sandbox.
 //! `docs/configuration.md` lists every setting; keep the two in step.
 
 use std::{

@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand};
 /// campus_trade: the second-hand market of a university campus.
 ///
 /// Configured entirely by environment variables (see docs/configuration.md); with none set it runs the
-/// embedded default: SQLite under ./data, in-process stores and the built-in WeChat sandbox.
+/// embedded default: SQLite under ./data (sessions included), in-process caches and the built-in WeChat sandbox.
 #[derive(Parser)]
 #[command(name = "campus-trade", version)]
 struct Cli {

@@ -1,7 +1,7 @@
 //! Test harness: boots the real campus_trade application on a random port, with a fresh database and the
 //! WeChat sandbox, and talks HTTP to it the way the Mini Program does.
 //!
-//! Every test runs on the embedded default (SQLite file in a temporary folder, in-process stores). When
+//! Every test runs on the embedded default (SQLite file in a temporary folder, sessions in it, in-process caches). When
 //! `TEST_DATABASE_URL` / `TEST_REDIS_URL` are set, [`app_test!`] also runs it on PostgreSQL (a schema of its own,
 //! dropped afterwards) and Redis (a key prefix of its own, deleted afterwards).
 
@@ -14,7 +14,7 @@ use serde_json::Value;
 /// Which deployment shape a test runs against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
-    /// SQLite, in-process session store and caches.
+    /// SQLite (sessions included), in-process caches.
     Embedded,
     /// PostgreSQL (`TEST_DATABASE_URL`) and Redis (`TEST_REDIS_URL`), whichever are set.
     Scaled,
