@@ -94,12 +94,33 @@ impl SessionStore {
                 .await?;
             }
             SessionStore::Redis { redis, ttl } => {
-                let secs = ttl.as_secs();
-                let _: () = redis::pipe()
-                    .set_ex(redis.key(&token_key(&hash)), user_id, secs)
-                    .sadd(redis.key(&user_key(user_id)), &hash)
-                    .expire(redis.key(&user_key(user_id)), secs as i64)
-                    .query_async(&mut redis.conn.clone())
+                // The per-user index has no expiry of its own (a session in use slides past any fixed one);
+                // entries of lapsed sessions are pruned here, at login.
+                let mut conn = redis.conn.clone();
+                let index = redis.key(&user_key(user_id));
+                let known: Vec<String> = conn
+                    .smembers(&index)
+                    .await
+                    .map_err(crate::error::AppError::internal)?;
+                let mut pipe = redis::pipe();
+                for h in &known {
+                    pipe.exists(redis.key(&token_key(h)));
+                }
+                let alive: Vec<bool> = pipe
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(crate::error::AppError::internal)?;
+                let mut pipe = redis::pipe();
+                pipe.set_ex(redis.key(&token_key(&hash)), user_id, ttl.as_secs())
+                    .ignore();
+                pipe.sadd(&index, &hash).ignore();
+                for (h, live) in known.iter().zip(alive) {
+                    if !live {
+                        pipe.srem(&index, h).ignore();
+                    }
+                }
+                let _: () = pipe
+                    .query_async(&mut conn)
                     .await
                     .map_err(crate::error::AppError::internal)?;
             }
