@@ -24,6 +24,9 @@ pub struct ErrorBody {
     /// For `validation_failed`: the offending fields and what is wrong with each.
     #[oai(skip_serializing_if_is_none)]
     pub fields: Option<BTreeMap<String, String>>,
+    /// For `invalid_transition`: the object's status now, which did not allow the change.
+    #[oai(skip_serializing_if_is_none)]
+    pub current_status: Option<String>,
 }
 
 /// What went wrong, by category; the category decides the HTTP status.
@@ -41,6 +44,13 @@ pub enum AppError {
     NotFound { code: &'static str, message: String },
     /// 409: the object's current state does not allow this.
     Conflict { code: &'static str, message: String },
+    /// 409 `invalid_transition`: a state machine refused the change; carries the current status.
+    InvalidTransition {
+        current: &'static str,
+        message: String,
+    },
+    /// 422 with a specific code: well-formed but refused (e.g. `content_rejected`).
+    Unprocessable { code: &'static str, message: String },
     /// 429: slow down; retry after the given number of seconds.
     RateLimited {
         retry_after_secs: u64,
@@ -106,7 +116,8 @@ impl AppError {
             Self::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
             Self::Forbidden { .. } => StatusCode::FORBIDDEN,
             Self::NotFound { .. } => StatusCode::NOT_FOUND,
-            Self::Conflict { .. } => StatusCode::CONFLICT,
+            Self::Conflict { .. } | Self::InvalidTransition { .. } => StatusCode::CONFLICT,
+            Self::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -120,7 +131,9 @@ impl AppError {
             | Self::Forbidden { code, .. }
             | Self::NotFound { code, .. }
             | Self::Conflict { code, .. }
+            | Self::Unprocessable { code, .. }
             | Self::Unavailable { code, .. } => code,
+            Self::InvalidTransition { .. } => "invalid_transition",
             Self::Validation(_) => "validation_failed",
             Self::RateLimited { .. } => "rate_limited",
             Self::Internal(_) => "internal",
@@ -134,6 +147,8 @@ impl AppError {
             | Self::Forbidden { message, .. }
             | Self::NotFound { message, .. }
             | Self::Conflict { message, .. }
+            | Self::InvalidTransition { message, .. }
+            | Self::Unprocessable { message, .. }
             | Self::RateLimited { message, .. }
             | Self::Unavailable { message, .. } => message.clone(),
             Self::Validation(fields) => {
@@ -149,10 +164,15 @@ impl AppError {
             Self::Validation(fields) => Some(fields.clone()),
             _ => None,
         };
+        let current_status = match self {
+            Self::InvalidTransition { current, .. } => Some(current.to_string()),
+            _ => None,
+        };
         ErrorBody {
             code: self.code().into(),
             message,
             fields,
+            current_status,
         }
     }
 }
@@ -297,6 +317,7 @@ pub fn into_json_response(err: poem::Error) -> Response {
             code: code.into(),
             message,
             fields: None,
+            current_status: None,
         },
     )
     .into_response()

@@ -9,7 +9,18 @@ use crate::state::AppState;
 
 /// Starts the periodic jobs; the returned handle stops them when aborted.
 pub fn spawn(state: AppState) -> JoinHandle<()> {
+    let views = state.clone();
+    let view_flush = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tick.tick().await;
+            if let Err(e) = views.views.flush(&views.db).await {
+                tracing::warn!(error = %e, "writing view counts failed");
+            }
+        }
+    });
     tokio::spawn(async move {
+        let _view_flush = AbortOnDrop(view_flush);
         let mut tick = tokio::time::interval(Duration::from_secs(3600));
         loop {
             tick.tick().await;
@@ -20,4 +31,13 @@ pub fn spawn(state: AppState) -> JoinHandle<()> {
             }
         }
     })
+}
+
+/// Stops a task when the handle that owns it is dropped (so aborting the job runner stops every job).
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }

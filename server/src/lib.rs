@@ -10,8 +10,11 @@ pub mod config;
 pub mod db;
 pub mod error;
 pub mod health;
+pub mod images;
 pub mod jobs;
 pub mod kv;
+pub mod listings;
+pub mod moderation;
 pub mod state;
 pub mod users;
 pub mod util;
@@ -34,22 +37,29 @@ use crate::{
 };
 
 /// The student API's OpenAPI service: every operation the Mini Program may call.
-pub fn student_api() -> OpenApiService<
+pub fn student_api() -> OpenApiService<StudentApis, ()> {
+    OpenApiService::new(student_apis(), "campus_trade student API", env!("CARGO_PKG_VERSION"))
+        .description("The API the campus_trade WeChat Mini Program speaks. Money is integer fen; times are UTC RFC 3339.")
+        .server("/api")
+}
+
+/// Every capability's part of the student API.
+pub type StudentApis = (
+    auth::api::AuthApi,
+    users::api::MeApi,
+    users::api::UsersApi,
+    users::api::SchoolsApi,
+    listings::api::ListingsApi,
+);
+
+fn student_apis() -> StudentApis {
     (
         auth::api::AuthApi,
         users::api::MeApi,
         users::api::UsersApi,
         users::api::SchoolsApi,
-    ),
-    (),
-> {
-    OpenApiService::new(
-        (auth::api::AuthApi, users::api::MeApi, users::api::UsersApi, users::api::SchoolsApi),
-        "campus_trade student API",
-        env!("CARGO_PKG_VERSION"),
+        listings::api::ListingsApi,
     )
-    .description("The API the campus_trade WeChat Mini Program speaks. Money is integer fen; times are UTC RFC 3339.")
-    .server("/api")
 }
 
 /// A configured, migrated service, ready to serve on its listener.
@@ -157,6 +167,8 @@ impl App {
             wechat,
             sandbox,
             public_base_url,
+            catalogue: Default::default(),
+            views: Default::default(),
         });
         Ok(Self {
             state,

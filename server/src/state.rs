@@ -25,6 +25,10 @@ pub struct Inner {
     pub sandbox: Option<Arc<Sandbox>>,
     /// The externally visible base URL (configured, or derived from the bound address).
     pub public_base_url: String,
+    /// Categories, schools, campuses and places, cached.
+    pub catalogue: crate::listings::catalogue::Catalogue,
+    /// View counts waiting to be written.
+    pub views: crate::listings::service::ViewBuffer,
 }
 
 impl AppState {

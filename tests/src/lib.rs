@@ -5,6 +5,9 @@
 //! `TEST_DATABASE_URL` / `TEST_REDIS_URL` are set, [`app_test!`] also runs it on PostgreSQL (a schema of its own,
 //! dropped afterwards) and Redis (a key prefix of its own, deleted afterwards).
 
+pub mod bench;
+pub mod seed;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use campus_trade::{App, AppState, Config};

@@ -183,17 +183,27 @@ pub async fn me_view(state: &AppState, u: &user::Model) -> AppResult<Me> {
     })
 }
 
-async fn public_view(state: &AppState, u: &user::Model) -> AppResult<PublicUser> {
-    let me = me_view(state, u).await?;
-    Ok(PublicUser {
-        id: me.id,
-        nickname: me.nickname,
-        avatar_url: me.avatar_url,
-        bio: me.bio,
-        school: me.school,
-        verified_student: me.verified_student,
-        member_since: me.created_at,
-    })
+pub async fn public_view(state: &AppState, u: &user::Model) -> AppResult<PublicUser> {
+    let now = util::now();
+    let schools = service::schools_by_id(&state.db, u.school_id.into_iter().chain(u.verified_school(now))).await?;
+    Ok(public_view_with(u, &schools))
+}
+
+/// The public profile, with schools looked up in a map the caller already has (the cached catalogue).
+pub fn public_view_with(u: &user::Model, schools: &std::collections::HashMap<i64, school::Model>) -> PublicUser {
+    let now = util::now();
+    PublicUser {
+        id: u.id,
+        nickname: u.nickname.clone(),
+        avatar_url: u.avatar_url.clone(),
+        bio: u.bio.clone(),
+        school: u.school_id.and_then(|id| schools.get(&id)).map(school_ref),
+        verified_student: u
+            .verified_school(now)
+            .and_then(|id| schools.get(&id))
+            .map(|s| VerifiedBadge { school_id: s.id, school_name: s.name.clone() }),
+        member_since: u.created_at,
+    }
 }
 
 async fn verification_view(
