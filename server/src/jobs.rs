@@ -9,7 +9,20 @@ use crate::state::AppState;
 
 /// Starts the periodic jobs; the returned handle stops them when aborted.
 pub fn spawn(state: AppState) -> JoinHandle<()> {
+    let moderation = state.clone();
     tokio::spawn(async move {
+        // Image checks to (re)submit to WeChat and flagged-image hooks to retry.
+        let _moderation = AbortOnDrop(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                tick.tick().await;
+                match crate::moderation::service::run_due_work(&moderation).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(rows = n, "moderation retries done"),
+                    Err(e) => tracing::warn!(error = %e, "moderation retry job failed"),
+                }
+            }
+        }));
         let mut tick = tokio::time::interval(Duration::from_secs(3600));
         loop {
             tick.tick().await;
@@ -20,4 +33,13 @@ pub fn spawn(state: AppState) -> JoinHandle<()> {
             }
         }
     })
+}
+
+/// Aborts the task when dropped, so aborting [`spawn`]'s handle stops every job it started.
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
