@@ -65,6 +65,10 @@ pub struct Config {
     pub wechat: WechatMode,
     /// Base URL of WeChat's server API; `None` means the real one, or the built-in sandbox in sandbox mode.
     pub wechat_api_base: Option<String>,
+    /// Token of WeChat's message push (the "Token" field of 开发管理 → 消息推送): pushes to `/wechat/push` are
+    /// accepted only when signed with it. Defaults to [`crate::wechat::SANDBOX_PUSH_TOKEN`] in sandbox mode;
+    /// `None` in real mode when unset, and then every push is refused.
+    pub wechat_push_token: Option<Secret>,
     pub log_format: LogFormat,
     pub log_filter: String,
     pub session_ttl: Duration,
@@ -180,6 +184,22 @@ impl Config {
             .get("WECHAT_API_BASE")
             .map(|u| u.trim_end_matches('/').to_string());
 
+        let wechat_push_token = match src.get("WECHAT_PUSH_TOKEN") {
+            Some(token) => {
+                // WeChat's admin console accepts 3–32 letters and digits.
+                if !(3..=32).contains(&token.len())
+                    || !token.bytes().all(|b| b.is_ascii_alphanumeric())
+                {
+                    bail!("WECHAT_PUSH_TOKEN must be 3 to 32 letters and digits");
+                }
+                Some(Secret::new(token))
+            }
+            None if matches!(wechat, WechatMode::Sandbox) => {
+                Some(Secret::new(crate::wechat::SANDBOX_PUSH_TOKEN))
+            }
+            None => None,
+        };
+
         let log_format = match src.get("LOG_FORMAT").as_deref() {
             None | Some("text") => LogFormat::Text,
             Some("json") => LogFormat::Json,
@@ -207,6 +227,7 @@ impl Config {
             redis_key_prefix: src.get("REDIS_KEY_PREFIX").unwrap_or_else(|| "ct:".into()),
             wechat,
             wechat_api_base,
+            wechat_push_token,
             log_format,
             log_filter: src.get("LOG_LEVEL").unwrap_or_else(|| "info".into()),
             session_ttl: Duration::from_secs(session_ttl_days * 86_400),
@@ -288,6 +309,31 @@ mod tests {
         let shown = format!("{c:?}");
         assert!(!shown.contains("topsecretvalue"));
         assert!(!shown.contains("hunter2"));
+    }
+
+    #[test]
+    fn push_token_defaults_in_sandbox_only_and_is_checked() {
+        let c = Config::from_vars(vars(&[])).unwrap();
+        assert_eq!(
+            c.wechat_push_token.as_ref().map(Secret::expose),
+            Some(crate::wechat::SANDBOX_PUSH_TOKEN)
+        );
+        let real =
+            Config::from_vars(vars(&[("WECHAT_APPID", "wx123"), ("WECHAT_SECRET", "s")])).unwrap();
+        assert!(real.wechat_push_token.is_none());
+        let set = Config::from_vars(vars(&[
+            ("WECHAT_APPID", "wx123"),
+            ("WECHAT_SECRET", "s"),
+            ("WECHAT_PUSH_TOKEN", "Pushtoken42"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            set.wechat_push_token.as_ref().map(Secret::expose),
+            Some("Pushtoken42")
+        );
+        assert!(!format!("{set:?}").contains("Pushtoken42"));
+        let err = Config::from_vars(vars(&[("WECHAT_PUSH_TOKEN", "has space!")])).unwrap_err();
+        assert!(err.to_string().contains("WECHAT_PUSH_TOKEN"));
     }
 
     #[test]

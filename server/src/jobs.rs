@@ -1,39 +1,66 @@
 //! Periodic background work. Every job derives what to do from the database, so it is safe to run on every
 //! instance at once and loses nothing when an instance dies.
 
-use std::time::Duration;
+use std::{future::Future, time::Duration};
 
 use tokio::task::JoinHandle;
 
-use crate::state::AppState;
+use crate::{error::AppResult, state::AppState};
 
-/// Starts the periodic jobs; the returned handle stops them when aborted.
-pub fn spawn(state: AppState) -> JoinHandle<()> {
-    let views = state.clone();
-    let view_flush = tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(5));
+/// Runs `job` every `period` (first run after one period), logging what it did and any failure.
+fn every<F, Fut>(state: &AppState, period: Duration, name: &'static str, job: F) -> AbortOnDrop
+where
+    F: Fn(AppState) -> Fut + Send + 'static,
+    Fut: Future<Output = AppResult<u64>> + Send,
+{
+    let state = state.clone();
+    AbortOnDrop(tokio::spawn(async move {
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         loop {
             tick.tick().await;
-            if let Err(e) = views.views.flush(&views.db).await {
-                tracing::warn!(error = %e, "writing view counts failed");
-            }
-        }
-    });
-    tokio::spawn(async move {
-        let _view_flush = AbortOnDrop(view_flush);
-        let mut tick = tokio::time::interval(Duration::from_secs(3600));
-        loop {
-            tick.tick().await;
-            match state.sessions.purge_expired().await {
+            match job(state.clone()).await {
                 Ok(0) => {}
-                Ok(n) => tracing::info!(purged = n, "expired sessions purged"),
-                Err(e) => tracing::warn!(error = %e, "session purge failed"),
+                Ok(n) => tracing::info!(job = name, count = n, "background job did work"),
+                Err(e) => tracing::warn!(job = name, error = %e, "background job failed"),
             }
         }
+    }))
+}
+
+/// Starts the periodic jobs; aborting the returned handle stops them all.
+pub fn spawn(state: AppState) -> JoinHandle<()> {
+    let jobs = vec![
+        every(
+            &state,
+            Duration::from_secs(3600),
+            "purge expired sessions",
+            |s| async move { s.sessions.purge_expired().await },
+        ),
+        every(
+            &state,
+            Duration::from_secs(5),
+            "write view counts",
+            |s| async move { s.views.flush(&s.db).await.map(|n| n as u64) },
+        ),
+        // Image checks to (re)submit to WeChat and flagged-image hooks to retry.
+        every(
+            &state,
+            Duration::from_secs(60),
+            "content security retries",
+            |s| async move {
+                crate::moderation::service::run_due_work(&s)
+                    .await
+                    .map(|n| n as u64)
+            },
+        ),
+    ];
+    tokio::spawn(async move {
+        let _jobs = jobs;
+        std::future::pending::<()>().await;
     })
 }
 
-/// Stops a task when the handle that owns it is dropped (so aborting the job runner stops every job).
+/// Aborts the task when dropped, so aborting [`spawn`]'s handle stops every job it started.
 struct AbortOnDrop(JoinHandle<()>);
 
 impl Drop for AbortOnDrop {

@@ -1,7 +1,7 @@
 //! campus_trade: the second-hand market of a university campus.
 //!
 //! This crate is the whole service: the student API under `/api/v1`, the built-in WeChat sandbox under
-//! `/sandbox/wechat` (sandbox mode only), and health probes. [`App::build`] wires it from a [`Config`]; the
+//! `/sandbox/wechat` (sandbox mode only), WeChat's message push at `/wechat/push`, and health probes. [`App::build`] wires it from a [`Config`]; the
 //! binary and the black-box tests both start the service through [`App`].
 //! `docs/architecture.md` explains how the pieces fit.
 
@@ -139,9 +139,27 @@ impl App {
                     config::Secret::new(SANDBOX_SECRET),
                     kv.clone(),
                 );
-                (client, Some(Sandbox::new(SANDBOX_APPID, SANDBOX_SECRET)))
+                let push_token = config
+                    .wechat_push_token
+                    .as_ref()
+                    .map(|t| t.expose().to_string())
+                    .unwrap_or_default();
+                let sandbox = Sandbox::new(
+                    SANDBOX_APPID,
+                    SANDBOX_SECRET,
+                    &format!("{public_base_url}/wechat/push"),
+                    &push_token,
+                );
+                (client, Some(sandbox))
             }
             config::WechatMode::Real { appid, secret } => {
+                if config.wechat_push_token.is_none() {
+                    tracing::warn!(
+                        "WECHAT_PUSH_TOKEN is not set: WeChat's message push to /wechat/push is refused, so image \
+                         checks never get their verdict. Set it to the Token of the Mini Program's message push \
+                         (开发管理 → 消息推送); see docs/content-security.md."
+                    );
+                }
                 let base = config
                     .wechat_api_base
                     .clone()
@@ -185,7 +203,11 @@ impl App {
             .nest("/api/openapi.json", api.spec_endpoint())
             .nest("/api", api)
             .at("/healthz", poem::get(health::healthz))
-            .at("/readyz", poem::get(health::readyz));
+            .at("/readyz", poem::get(health::readyz))
+            .at(
+                "/wechat/push",
+                poem::get(moderation::push::verify_url).post(moderation::push::receive),
+            );
         if let Some(sandbox) = &state.sandbox {
             route = route.nest(
                 "/sandbox/wechat",

@@ -64,7 +64,10 @@ pub async fn run_http(spec: Arc<LoadSpec>) -> anyhow::Result<LoadResult> {
         let spec = Arc::clone(&spec);
         workers.push(tokio::spawn(async move {
             // One connection per worker, like a client with keep-alive.
-            let client = reqwest::Client::builder().pool_max_idle_per_host(1).build().expect("client");
+            let client = reqwest::Client::builder()
+                .pool_max_idle_per_host(1)
+                .build()
+                .expect("client");
             let mut latencies = Vec::with_capacity(100_000);
             let mut errors = 0u64;
             let mut n = w;
@@ -76,7 +79,10 @@ pub async fn run_http(spec: Arc<LoadSpec>) -> anyhow::Result<LoadResult> {
                 let template = &spec.urls[n % spec.urls.len()];
                 n += 1;
                 let url = if template.contains("{id}") {
-                    template.replace("{id}", &(1 + rand::random::<u64>() % spec.id_max.max(1)).to_string())
+                    template.replace(
+                        "{id}",
+                        &(1 + rand::random::<u64>() % spec.id_max.max(1)).to_string(),
+                    )
                 } else {
                     template.clone()
                 };
@@ -127,6 +133,9 @@ pub struct SeedReport {
 /// Writes `count` listings of the demo school (with sellers and a cover image each) straight into the database
 /// the configuration names, in large transactions. Titles are generated from word lists so they read like real
 /// campus listings.
-pub async fn seed_listings(config: &campus_trade::Config, count: u64) -> anyhow::Result<SeedReport> {
+pub async fn seed_listings(
+    config: &campus_trade::Config,
+    count: u64,
+) -> anyhow::Result<SeedReport> {
     crate::seed::seed_listings(config, count).await
 }

@@ -9,7 +9,8 @@ use campus_trade::{
 };
 use rand::{Rng, SeedableRng, rngs::StdRng, seq::IndexedRandom};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, TransactionTrait,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter,
+    TransactionTrait,
 };
 
 use crate::bench::SeedReport;
@@ -72,8 +73,27 @@ pub const ITEMS: &[(&str, &str)] = &[
     ("晾衣架", "daily"),
 ];
 
-pub const PREFIXES: &[&str] = &["九成新", "全新未拆", "八成新", "自用", "毕业出", "低价转让", "急出", "99新", "闲置"];
-pub const SUFFIXES: &[&str] = &["送配件", "可小刀", "限本校", "可送到宿舍", "面交优先", "带发票", "原价购入", ""];
+pub const PREFIXES: &[&str] = &[
+    "九成新",
+    "全新未拆",
+    "八成新",
+    "自用",
+    "毕业出",
+    "低价转让",
+    "急出",
+    "99新",
+    "闲置",
+];
+pub const SUFFIXES: &[&str] = &[
+    "送配件",
+    "可小刀",
+    "限本校",
+    "可送到宿舍",
+    "面交优先",
+    "带发票",
+    "原价购入",
+    "",
+];
 pub const SENTENCES: &[&str] = &[
     "成色很好，没有磕碰。",
     "毕业了带不走，便宜出。",
@@ -97,7 +117,10 @@ pub fn listing_text(rng: &mut impl Rng, item: &str) -> (String, String) {
     (title, description)
 }
 
-pub async fn seed_listings(config: &campus_trade::Config, count: u64) -> anyhow::Result<SeedReport> {
+pub async fn seed_listings(
+    config: &campus_trade::Config,
+    count: u64,
+) -> anyhow::Result<SeedReport> {
     let db = campus_trade::db::connect(config).await?;
     campus_trade::db::migrate(&db).await?;
     let school = school::Entity::find()
@@ -113,7 +136,13 @@ pub async fn seed_listings(config: &campus_trade::Config, count: u64) -> anyhow:
         .map(|c| c.id)
         .collect();
     let categories = category::Entity::find().all(&db).await?;
-    let category_of = |slug: &str| categories.iter().find(|c| c.slug == slug).map(|c| c.id).unwrap_or(categories[0].id);
+    let category_of = |slug: &str| {
+        categories
+            .iter()
+            .find(|c| c.slug == slug)
+            .map(|c| c.id)
+            .unwrap_or(categories[0].id)
+    };
 
     let now = chrono::Utc::now();
     let sellers = (count / 20).max(1);
@@ -138,7 +167,9 @@ pub async fn seed_listings(config: &campus_trade::Config, count: u64) -> anyhow:
             updated_at: Set(now),
             last_login_at: Set(None),
         });
-        user::Entity::insert_many(rows).exec_without_returning(&txn).await?;
+        user::Entity::insert_many(rows)
+            .exec_without_returning(&txn)
+            .await?;
     }
     txn.commit().await?;
 
@@ -161,7 +192,11 @@ pub async fn seed_listings(config: &campus_trade::Config, count: u64) -> anyhow:
             // Spread over the last 90 days, newest last.
             let at = now - chrono::Duration::seconds(((count - i) * 77 % (90 * 86_400)) as i64);
             let (views, favs) = (rng.random_range(0..500), rng.random_range(0..30));
-            let status = if rng.random_ratio(1, 10) { Status::Reserved } else { Status::OnSale };
+            let status = if rng.random_ratio(1, 10) {
+                Status::Reserved
+            } else {
+                Status::OnSale
+            };
             images.push(image::ActiveModel {
                 id: Set(image_id),
                 owner_id: Set(seller),
@@ -187,7 +222,14 @@ pub async fn seed_listings(config: &campus_trade::Config, count: u64) -> anyhow:
                 description: Set(description),
                 price: Set(rng.random_range(500..300_000)),
                 original_price: Set(None),
-                condition: Set(*[Condition::New, Condition::LikeNew, Condition::Good, Condition::Fair].choose(&mut rng).expect("non-empty")),
+                condition: Set(*[
+                    Condition::New,
+                    Condition::LikeNew,
+                    Condition::Good,
+                    Condition::Fair,
+                ]
+                .choose(&mut rng)
+                .expect("non-empty")),
                 trade_meetup: Set(true),
                 trade_delivery: Set(rng.random_bool(0.3)),
                 status: Set(status),
@@ -203,8 +245,12 @@ pub async fn seed_listings(config: &campus_trade::Config, count: u64) -> anyhow:
                 sold_at: Set(None),
             });
         }
-        listing::Entity::insert_many(listings).exec_without_returning(&txn).await?;
-        image::Entity::insert_many(images).exec_without_returning(&txn).await?;
+        listing::Entity::insert_many(listings)
+            .exec_without_returning(&txn)
+            .await?;
+        image::Entity::insert_many(images)
+            .exec_without_returning(&txn)
+            .await?;
         txn.commit().await?;
         done += n;
     }
@@ -220,13 +266,19 @@ pub async fn seed_listings(config: &campus_trade::Config, count: u64) -> anyhow:
         db.execute_unprepared("ANALYZE").await?;
     }
     db.close().await?;
-    Ok(SeedReport { listings: count, sellers })
+    Ok(SeedReport {
+        listings: count,
+        sellers,
+    })
 }
 
 /// The next free id of a table (explicit ids let listings and their cover images refer to each other in bulk).
 async fn next_id(db: &impl ConnectionTrait, table: &str) -> anyhow::Result<i64> {
     let row = db
-        .query_one_raw(sea_orm::Statement::from_string(db.get_database_backend(), format!("SELECT COALESCE(MAX(id), 0) + 1 AS n FROM {table}")))
+        .query_one_raw(sea_orm::Statement::from_string(
+            db.get_database_backend(),
+            format!("SELECT COALESCE(MAX(id), 0) + 1 AS n FROM {table}"),
+        ))
         .await?
         .context("no row")?;
     Ok(row.try_get::<i64>("", "n")?)

@@ -617,9 +617,21 @@ pub async fn transition_in(
 /// Content security flagged one of the listing's images: take it off the feeds and queue it for an operator.
 /// Idempotent; a listing that is not public (withdrawn, sold, already held) is left as it is.
 pub async fn hold_for_review(db: &DatabaseConnection, id: i64, label: &str) -> AppResult<()> {
-    match transition(db, id, Actor::System, Transition::HoldForReview, Some(label.to_string())).await {
+    match transition(
+        db,
+        id,
+        Actor::System,
+        Transition::HoldForReview,
+        Some(label.to_string()),
+    )
+    .await
+    {
         Ok(_) => {
-            tracing::warn!(listing_id = id, label, "listing held for review by content security");
+            tracing::warn!(
+                listing_id = id,
+                label,
+                "listing held for review by content security"
+            );
             Ok(())
         }
         Err(AppError::InvalidTransition { .. }) | Err(AppError::NotFound { .. }) => Ok(()),

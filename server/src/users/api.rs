@@ -185,12 +185,19 @@ pub async fn me_view(state: &AppState, u: &user::Model) -> AppResult<Me> {
 
 pub async fn public_view(state: &AppState, u: &user::Model) -> AppResult<PublicUser> {
     let now = util::now();
-    let schools = service::schools_by_id(&state.db, u.school_id.into_iter().chain(u.verified_school(now))).await?;
+    let schools = service::schools_by_id(
+        &state.db,
+        u.school_id.into_iter().chain(u.verified_school(now)),
+    )
+    .await?;
     Ok(public_view_with(u, &schools))
 }
 
 /// The public profile, with schools looked up in a map the caller already has (the cached catalogue).
-pub fn public_view_with(u: &user::Model, schools: &std::collections::HashMap<i64, school::Model>) -> PublicUser {
+pub fn public_view_with(
+    u: &user::Model,
+    schools: &std::collections::HashMap<i64, school::Model>,
+) -> PublicUser {
     let now = util::now();
     PublicUser {
         id: u.id,
@@ -201,7 +208,10 @@ pub fn public_view_with(u: &user::Model, schools: &std::collections::HashMap<i64
         verified_student: u
             .verified_school(now)
             .and_then(|id| schools.get(&id))
-            .map(|s| VerifiedBadge { school_id: s.id, school_name: s.name.clone() }),
+            .map(|s| VerifiedBadge {
+                school_id: s.id,
+                school_name: s.name.clone(),
+            }),
         member_since: u.created_at,
     }
 }

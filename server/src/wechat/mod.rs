@@ -5,6 +5,7 @@
 //! same protocol, so nothing is skipped on a laptop or in the tests.
 
 pub mod client;
+pub mod push;
 pub mod sandbox;
 
 pub use client::MiniProgram;
@@ -13,6 +14,9 @@ pub use client::MiniProgram;
 pub const SANDBOX_APPID: &str = "wx5a4db0c0ffee0001";
 /// The sandbox's app secret. Not a secret: the sandbox exists only on the machine it runs on.
 pub const SANDBOX_SECRET: &str = "sandbox-app-secret-not-for-production";
+/// The message-push token used in sandbox mode when `WECHAT_PUSH_TOKEN` is not set. Not a secret either: the
+/// sandbox signs its pushes with it, and the service checks them with it.
+pub const SANDBOX_PUSH_TOKEN: &str = "campustradesandboxpushtoken";
 
 /// A failed call to WeChat.
 #[derive(Debug, thiserror::Error)]

@@ -25,10 +25,17 @@ struct Args(Vec<String>);
 
 impl Args {
     fn all(&self, name: &str) -> Vec<String> {
-        self.0.windows(2).filter(|w| w[0] == name).map(|w| w[1].clone()).collect()
+        self.0
+            .windows(2)
+            .filter(|w| w[0] == name)
+            .map(|w| w[1].clone())
+            .collect()
     }
     fn get<T: std::str::FromStr>(&self, name: &str, default: T) -> T {
-        self.all(name).pop().map(|v| v.parse().unwrap_or_else(|_| usage())).unwrap_or(default)
+        self.all(name)
+            .pop()
+            .map(|v| v.parse().unwrap_or_else(|_| usage()))
+            .unwrap_or(default)
     }
 }
 
@@ -46,7 +53,12 @@ async fn main() -> anyhow::Result<()> {
             let config = campus_trade::Config::from_env()?;
             let started = Instant::now();
             let report = bench::seed_listings(&config, count).await?;
-            println!("seeded {} listings ({} sellers) in {:.1} s", report.listings, report.sellers, started.elapsed().as_secs_f64());
+            println!(
+                "seeded {} listings ({} sellers) in {:.1} s",
+                report.listings,
+                report.sellers,
+                started.elapsed().as_secs_f64()
+            );
             Ok(())
         }
         "http" => {

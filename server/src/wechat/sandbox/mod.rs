@@ -8,6 +8,11 @@
 //!
 //! Control endpoints under `/sandbox/wechat/_sandbox/` let a developer or a test look inside (call counters)
 //! and make WeChat misbehave (expire the current access tokens).
+//!
+//! Content security (`msg_sec_check`, `media_check_async` and the `wxa_media_check` push back to the service)
+//! lives in [`security`].
+
+mod security;
 
 use std::{
     collections::HashMap,
@@ -31,6 +36,11 @@ const LOGINS_PER_USER_PER_MINUTE: usize = 100;
 pub struct Sandbox {
     appid: String,
     secret: String,
+    /// Where the sandbox pushes events (the service's `/wechat/push`), and the token it signs them with.
+    push_url: String,
+    push_token: String,
+    /// For what WeChat itself fetches and sends: media downloads and pushes.
+    http: reqwest::Client,
     inner: Mutex<Inner>,
 }
 
@@ -43,14 +53,32 @@ struct Inner {
     /// The token `stable_token` hands out in normal mode, and when it expires.
     stable: Option<(String, Instant)>,
     calls: HashMap<&'static str, u64>,
+    /// `msg_sec_check`'s keyword table (seeded, extended through `/_sandbox/keywords`).
+    keywords: Vec<security::Keyword>,
+    /// Verdicts of `media_check_async` by SHA-256 of the image bytes; anything else passes.
+    media_verdicts: HashMap<String, security::Judgement>,
 }
 
 impl Sandbox {
-    pub fn new(appid: &str, secret: &str) -> Arc<Self> {
+    /// A sandbox for the Mini Program `appid`/`secret` that pushes events to `push_url` signed with
+    /// `push_token`, as WeChat's message push does.
+    pub fn new(appid: &str, secret: &str, push_url: &str, push_token: &str) -> Arc<Self> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(3))
+            .timeout(Duration::from_secs(10))
+            .user_agent("campus-trade-wechat-sandbox")
+            .build()
+            .unwrap_or_default();
         Arc::new(Self {
             appid: appid.into(),
             secret: secret.into(),
-            inner: Mutex::new(Inner::default()),
+            push_url: push_url.into(),
+            push_token: push_token.into(),
+            http,
+            inner: Mutex::new(Inner {
+                keywords: security::seed_keywords(),
+                ..Inner::default()
+            }),
         })
     }
 
@@ -298,6 +326,13 @@ pub fn routes(sandbox: Arc<Sandbox>) -> impl poem::Endpoint {
         .at("/cgi-bin/get_api_domain_ip", get(api_domain_ip))
         .at("/_sandbox/stats", get(stats))
         .at("/_sandbox/expire-tokens", post(expire_tokens))
+        .at("/wxa/msg_sec_check", post(security::msg_sec_check))
+        .at("/wxa/media_check_async", post(security::media_check_async))
+        .at("/_sandbox/keywords", post(security::add_keyword))
+        .at(
+            "/_sandbox/media-verdicts",
+            post(security::add_media_verdict),
+        )
         .data(sandbox)
 }
 
@@ -318,7 +353,7 @@ mod tests {
 
     #[test]
     fn a_code_works_once() {
-        let sb = Sandbox::new("wxa", "s");
+        let sb = Sandbox::new("wxa", "s", "http://127.0.0.1:9/wechat/push", "token");
         let q = || Code2SessionQuery {
             appid: Some("wxa".into()),
             secret: Some("s".into()),
