@@ -1,7 +1,7 @@
 //! campus_trade: the second-hand market of a university campus.
 //!
 //! This crate is the whole service: the student API under `/api/v1`, the built-in WeChat sandbox under
-//! `/sandbox/wechat` (sandbox mode only), and health probes. [`App::build`] wires it from a [`Config`]; the
+//! `/sandbox/wechat` (sandbox mode only), uploaded media under `/media`, and health probes. [`App::build`] wires it from a [`Config`]; the
 //! binary and the black-box tests both start the service through [`App`].
 //! `docs/architecture.md` explains how the pieces fit.
 
@@ -10,9 +10,11 @@ pub mod config;
 pub mod db;
 pub mod error;
 pub mod health;
+pub mod images;
 pub mod jobs;
 pub mod kv;
 pub mod state;
+pub mod storage;
 pub mod users;
 pub mod util;
 pub mod web;
@@ -40,17 +42,27 @@ pub fn student_api() -> OpenApiService<
         users::api::MeApi,
         users::api::UsersApi,
         users::api::SchoolsApi,
+        images::api::ImagesApi,
     ),
     (),
 > {
     OpenApiService::new(
-        (auth::api::AuthApi, users::api::MeApi, users::api::UsersApi, users::api::SchoolsApi),
+        (
+            auth::api::AuthApi,
+            users::api::MeApi,
+            users::api::UsersApi,
+            users::api::SchoolsApi,
+            images::api::ImagesApi,
+        ),
         "campus_trade student API",
         env!("CARGO_PKG_VERSION"),
     )
     .description("The API the campus_trade WeChat Mini Program speaks. Money is integer fen; times are UTC RFC 3339.")
     .server("/api")
 }
+
+/// Body limit of the image upload route: the 10 MiB file plus room for the multipart framing.
+pub const IMAGE_UPLOAD_BODY_LIMIT: usize = images::process::MAX_UPLOAD_BYTES + 512 * 1024;
 
 /// A configured, migrated service, ready to serve on its listener.
 pub struct App {
@@ -149,6 +161,10 @@ impl App {
             }
         };
 
+        let media_dir = config.data_dir.join("media");
+        let storage = storage::LocalStorage::new(&media_dir)
+            .with_context(|| format!("creating the media folder {}", media_dir.display()))?;
+
         let state = AppState::new(state::Inner {
             config,
             db,
@@ -157,6 +173,7 @@ impl App {
             wechat,
             sandbox,
             public_base_url,
+            storage: Arc::new(storage),
         });
         Ok(Self {
             state,
@@ -173,7 +190,8 @@ impl App {
             .nest("/api/openapi.json", api.spec_endpoint())
             .nest("/api", api)
             .at("/healthz", poem::get(health::healthz))
-            .at("/readyz", poem::get(health::readyz));
+            .at("/readyz", poem::get(health::readyz))
+            .at("/media/*key", poem::get(images::api::serve_media));
         if let Some(sandbox) = &state.sandbox {
             route = route.nest(
                 "/sandbox/wechat",
@@ -184,7 +202,7 @@ impl App {
             .data(state.clone())
             .with(web::BodyLimit {
                 default_limit: state.config.max_body_bytes,
-                overrides: vec![],
+                overrides: vec![("/api/v1/images", IMAGE_UPLOAD_BODY_LIMIT)],
             })
             .with(web::RequestContext)
     }

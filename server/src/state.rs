@@ -1,5 +1,5 @@
-//! What every handler shares: configuration, the database pool, the key-value store, the session store and the
-//! WeChat clients. Cheap to clone (one `Arc`).
+//! What every handler shares: configuration, the database pool, the key-value store, the session store, the
+//! WeChat clients and the file storage. Cheap to clone (one `Arc`).
 
 use std::{ops::Deref, sync::Arc};
 
@@ -9,6 +9,7 @@ use crate::{
     auth::sessions::SessionStore,
     config::Config,
     kv::Kv,
+    storage::Storage,
     wechat::{MiniProgram, sandbox::Sandbox},
 };
 
@@ -25,6 +26,8 @@ pub struct Inner {
     pub sandbox: Option<Arc<Sandbox>>,
     /// The externally visible base URL (configured, or derived from the bound address).
     pub public_base_url: String,
+    /// Uploaded files (local folder `DATA_DIR/media/` by default).
+    pub storage: Arc<dyn Storage>,
 }
 
 impl AppState {
