@@ -5,6 +5,7 @@
 pub use sea_orm_migration::prelude::*;
 
 mod m20261124_000001_foundation;
+mod m20261124_000002_images;
 mod m20261124_000003_moderation;
 mod m20261124_000004_listings;
 
@@ -15,6 +16,7 @@ impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
         vec![
             Box::new(m20261124_000001_foundation::Migration),
+            Box::new(m20261124_000002_images::Migration),
             Box::new(m20261124_000003_moderation::Migration),
             Box::new(m20261124_000004_listings::Migration),
         ]

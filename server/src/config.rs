@@ -76,6 +76,10 @@ pub struct Config {
     pub login_rate_per_ip_per_minute: u32,
     pub trust_proxy_headers: bool,
     pub shutdown_grace: Duration,
+    /// Image uploads one student may make per 10 minutes.
+    pub image_uploads_per_10_minutes: u32,
+    /// How often the sweep of unattached images runs.
+    pub image_sweep_interval: Duration,
 }
 
 /// Where a setting's raw text comes from: the environment first, then the optional TOML file.
@@ -210,6 +214,14 @@ impl Config {
         if !(1..=365).contains(&session_ttl_days) {
             bail!("SESSION_TTL_DAYS must be between 1 and 365");
         }
+        let image_sweep_seconds: u64 = src.parse("IMAGE_SWEEP_INTERVAL_SECONDS", 600)?;
+        if !(10..=86_400).contains(&image_sweep_seconds) {
+            bail!("IMAGE_SWEEP_INTERVAL_SECONDS must be between 10 and 86400");
+        }
+        let image_uploads_per_10_minutes: u32 = src.parse("IMAGE_UPLOADS_PER_10_MINUTES", 60)?;
+        if image_uploads_per_10_minutes == 0 {
+            bail!("IMAGE_UPLOADS_PER_10_MINUTES must be at least 1");
+        }
         let max_connections = if database_url.starts_with("sqlite:") {
             8
         } else {
@@ -235,6 +247,8 @@ impl Config {
             login_rate_per_ip_per_minute: src.parse("LOGIN_RATE_PER_IP_PER_MINUTE", 30)?,
             trust_proxy_headers: src.flag("TRUST_PROXY_HEADERS", false)?,
             shutdown_grace: Duration::from_secs(src.parse("SHUTDOWN_GRACE_SECONDS", 20)?),
+            image_uploads_per_10_minutes,
+            image_sweep_interval: Duration::from_secs(image_sweep_seconds),
         })
     }
 
@@ -353,6 +367,24 @@ mod tests {
         assert_eq!(c.bind.port(), 9000);
         assert_eq!(c.session_ttl, Duration::from_secs(7 * 86_400));
         assert_eq!(c.log_format, LogFormat::Text);
+    }
+
+    #[test]
+    fn image_settings_have_defaults_and_bounds() {
+        let c = Config::from_vars(vars(&[])).unwrap();
+        assert_eq!(c.image_uploads_per_10_minutes, 60);
+        assert_eq!(c.image_sweep_interval, Duration::from_secs(600));
+        let c = Config::from_vars(vars(&[
+            ("IMAGE_UPLOADS_PER_10_MINUTES", "5"),
+            ("IMAGE_SWEEP_INTERVAL_SECONDS", "60"),
+        ]))
+        .unwrap();
+        assert_eq!(c.image_uploads_per_10_minutes, 5);
+        assert_eq!(c.image_sweep_interval, Duration::from_secs(60));
+        let err = Config::from_vars(vars(&[("IMAGE_SWEEP_INTERVAL_SECONDS", "0")])).unwrap_err();
+        assert!(err.to_string().contains("IMAGE_SWEEP_INTERVAL_SECONDS"));
+        let err = Config::from_vars(vars(&[("IMAGE_UPLOADS_PER_10_MINUTES", "0")])).unwrap_err();
+        assert!(err.to_string().contains("IMAGE_UPLOADS_PER_10_MINUTES"));
     }
 
     #[test]

@@ -49,7 +49,12 @@ pub enum AppError {
         current: &'static str,
         message: String,
     },
-    /// 422 with a specific code: well-formed but refused (e.g. `content_rejected`).
+    /// 413: the request body (or an uploaded file in it) is larger than allowed.
+    PayloadTooLarge { code: &'static str, message: String },
+    /// 415: the body (or an uploaded file) is of a type this operation does not take.
+    UnsupportedMediaType { code: &'static str, message: String },
+    /// 422 with a specific code: well-formed, but the content cannot be processed (e.g. an image too large to
+    /// decode). Field-level rule violations use [`AppError::Validation`] instead.
     Unprocessable { code: &'static str, message: String },
     /// 429: slow down; retry after the given number of seconds.
     RateLimited {
@@ -95,6 +100,24 @@ impl AppError {
             message: message.into(),
         }
     }
+    pub fn payload_too_large(code: &'static str, message: impl Into<String>) -> Self {
+        Self::PayloadTooLarge {
+            code,
+            message: message.into(),
+        }
+    }
+    pub fn unsupported_media_type(code: &'static str, message: impl Into<String>) -> Self {
+        Self::UnsupportedMediaType {
+            code,
+            message: message.into(),
+        }
+    }
+    pub fn unprocessable(code: &'static str, message: impl Into<String>) -> Self {
+        Self::Unprocessable {
+            code,
+            message: message.into(),
+        }
+    }
     pub fn unavailable(code: &'static str, message: impl Into<String>) -> Self {
         Self::Unavailable {
             code,
@@ -117,6 +140,8 @@ impl AppError {
             Self::Forbidden { .. } => StatusCode::FORBIDDEN,
             Self::NotFound { .. } => StatusCode::NOT_FOUND,
             Self::Conflict { .. } | Self::InvalidTransition { .. } => StatusCode::CONFLICT,
+            Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
@@ -131,6 +156,8 @@ impl AppError {
             | Self::Forbidden { code, .. }
             | Self::NotFound { code, .. }
             | Self::Conflict { code, .. }
+            | Self::PayloadTooLarge { code, .. }
+            | Self::UnsupportedMediaType { code, .. }
             | Self::Unprocessable { code, .. }
             | Self::Unavailable { code, .. } => code,
             Self::InvalidTransition { .. } => "invalid_transition",
@@ -148,6 +175,8 @@ impl AppError {
             | Self::NotFound { message, .. }
             | Self::Conflict { message, .. }
             | Self::InvalidTransition { message, .. }
+            | Self::PayloadTooLarge { message, .. }
+            | Self::UnsupportedMediaType { message, .. }
             | Self::Unprocessable { message, .. }
             | Self::RateLimited { message, .. }
             | Self::Unavailable { message, .. } => message.clone(),
@@ -227,7 +256,7 @@ impl ResponseError for AppError {
 /// Documents the error responses every operation may give; they all share the [`ErrorBody`] schema.
 impl poem_openapi::ApiResponse for AppError {
     fn meta() -> MetaResponses {
-        let described: [(u16, &'static str); 9] = [
+        let described: [(u16, &'static str); 11] = [
             (400, "Malformed request (`invalid_request` and friends)."),
             (401, "Missing, invalid or expired session (`unauthorized`)."),
             (403, "Not allowed (`forbidden`, `account_banned`, …)."),
@@ -237,8 +266,16 @@ impl poem_openapi::ApiResponse for AppError {
                 "The object's state does not allow this (a specific code says why).",
             ),
             (
+                413,
+                "The body or an uploaded file is too large (`payload_too_large`).",
+            ),
+            (
+                415,
+                "The body or an uploaded file is of a type this operation does not take.",
+            ),
+            (
                 422,
-                "Validation failed (`validation_failed`, with `fields`).",
+                "Validation failed (`validation_failed`, with `fields`), or the content cannot be processed (a specific code says why).",
             ),
             (
                 429,

@@ -42,6 +42,16 @@ pub fn spawn(state: AppState) -> JoinHandle<()> {
             "write view counts",
             |s| async move { s.views.flush(&s.db).await.map(|n| n as u64) },
         ),
+        // Images nobody attached within a day of their upload.
+        every(
+            &state,
+            state.config.image_sweep_interval,
+            "sweep unattached images",
+            |s| async move {
+                crate::images::service::sweep_unattached(&s, crate::images::service::UNATTACHED_TTL)
+                    .await
+            },
+        ),
         // Image checks to (re)submit to WeChat and flagged-image hooks to retry.
         every(
             &state,

@@ -1,7 +1,8 @@
 //! campus_trade: the second-hand market of a university campus.
 //!
 //! This crate is the whole service: the student API under `/api/v1`, the built-in WeChat sandbox under
-//! `/sandbox/wechat` (sandbox mode only), WeChat's message push at `/wechat/push`, and health probes. [`App::build`] wires it from a [`Config`]; the
+//! `/sandbox/wechat` (sandbox mode only), WeChat's message push at `/wechat/push`, uploaded media under
+//! `/media`, and health probes. [`App::build`] wires it from a [`Config`]; the
 //! binary and the black-box tests both start the service through [`App`].
 //! `docs/architecture.md` explains how the pieces fit.
 
@@ -16,6 +17,7 @@ pub mod kv;
 pub mod listings;
 pub mod moderation;
 pub mod state;
+pub mod storage;
 pub mod users;
 pub mod util;
 pub mod web;
@@ -50,6 +52,7 @@ pub type StudentApis = (
     users::api::UsersApi,
     users::api::SchoolsApi,
     listings::api::ListingsApi,
+    images::api::ImagesApi,
 );
 
 fn student_apis() -> StudentApis {
@@ -59,8 +62,12 @@ fn student_apis() -> StudentApis {
         users::api::UsersApi,
         users::api::SchoolsApi,
         listings::api::ListingsApi,
+        images::api::ImagesApi,
     )
 }
+
+/// Body limit of the image upload route: the 10 MiB file plus room for the multipart framing.
+pub const IMAGE_UPLOAD_BODY_LIMIT: usize = images::process::MAX_UPLOAD_BYTES + 512 * 1024;
 
 /// A configured, migrated service, ready to serve on its listener.
 pub struct App {
@@ -177,6 +184,10 @@ impl App {
             }
         };
 
+        let media_dir = config.data_dir.join("media");
+        let storage = storage::LocalStorage::new(&media_dir)
+            .with_context(|| format!("creating the media folder {}", media_dir.display()))?;
+
         let state = AppState::new(state::Inner {
             config,
             db,
@@ -187,6 +198,7 @@ impl App {
             public_base_url,
             catalogue: Default::default(),
             views: Default::default(),
+            storage: Arc::new(storage),
         });
         Ok(Self {
             state,
@@ -207,7 +219,8 @@ impl App {
             .at(
                 "/wechat/push",
                 poem::get(moderation::push::verify_url).post(moderation::push::receive),
-            );
+            )
+            .at("/media/*key", poem::get(images::api::serve_media));
         if let Some(sandbox) = &state.sandbox {
             route = route.nest(
                 "/sandbox/wechat",
@@ -218,7 +231,7 @@ impl App {
             .data(state.clone())
             .with(web::BodyLimit {
                 default_limit: state.config.max_body_bytes,
-                overrides: vec![],
+                overrides: vec![("/api/v1/images", IMAGE_UPLOAD_BODY_LIMIT)],
             })
             .with(web::RequestContext)
     }

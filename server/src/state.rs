@@ -1,5 +1,5 @@
-//! What every handler shares: configuration, the database pool, the key-value store, the session store and the
-//! WeChat clients. Cheap to clone (one `Arc`).
+//! What every handler shares: configuration, the database pool, the key-value store, the session store, the
+//! WeChat clients and the file storage. Cheap to clone (one `Arc`).
 
 use std::{ops::Deref, sync::Arc};
 
@@ -9,6 +9,7 @@ use crate::{
     auth::sessions::SessionStore,
     config::Config,
     kv::Kv,
+    storage::Storage,
     wechat::{MiniProgram, sandbox::Sandbox},
 };
 
@@ -29,6 +30,8 @@ pub struct Inner {
     pub catalogue: crate::listings::catalogue::Catalogue,
     /// View counts waiting to be written.
     pub views: crate::listings::service::ViewBuffer,
+    /// Uploaded files (local folder `DATA_DIR/media/` by default).
+    pub storage: Arc<dyn Storage>,
 }
 
 impl AppState {

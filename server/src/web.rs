@@ -84,8 +84,12 @@ impl<E: Endpoint> Endpoint for RequestContextEndpoint<E> {
     }
 }
 
-/// Refuses request bodies larger than the limit with 413 `payload_too_large`: at once when `Content-Length`
-/// says so, and by reading at most `limit` bytes when the body is chunked.
+/// Refuses request bodies larger than the limit with 413 `payload_too_large`: when `Content-Length` says so, and
+/// by reading at most `limit` bytes when the body is chunked.
+///
+/// A declared body of up to [`DRAIN_MAX_BYTES`] is read and thrown away before the 413 is sent: a server that
+/// answers while the client is still sending closes the connection on it, and most clients (`wx.uploadFile`
+/// among them) then report a network failure instead of the 413. Larger bodies are cut off at once.
 pub struct BodyLimit {
     pub default_limit: usize,
     /// Path prefixes that take a larger body (uploads), with their limit.
@@ -102,6 +106,11 @@ impl<E: Endpoint> Middleware<E> for BodyLimit {
         }
     }
 }
+
+/// Largest oversized body that is drained so the client sees its 413 (see [`BodyLimit`]).
+pub const DRAIN_MAX_BYTES: usize = 32 * 1024 * 1024;
+/// How long draining an oversized body may take before the connection is cut.
+const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 pub struct BodyLimitEndpoint<E> {
     inner: E,
@@ -133,7 +142,15 @@ impl<E: Endpoint> Endpoint for BodyLimitEndpoint<E> {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<usize>().ok());
         match declared {
-            Some(len) if len > limit => return Err(too_large(limit)),
+            Some(len) if len > limit => {
+                if len <= DRAIN_MAX_BYTES {
+                    let mut body = req.take_body().into_async_read();
+                    let mut sink = tokio::io::sink();
+                    let drain = tokio::io::copy(&mut body, &mut sink);
+                    let _ = tokio::time::timeout(DRAIN_TIMEOUT, drain).await;
+                }
+                return Err(too_large(limit));
+            }
             Some(_) => {}
             None if req
                 .headers()

@@ -179,6 +179,39 @@ impl TestApp {
         (s, b)
     }
 
+    /// Uploads a file as `wx.uploadFile` does: `multipart/form-data` with one file field named `file`.
+    pub async fn upload_file(
+        &self,
+        token: Option<&str>,
+        filename: &str,
+        content_type: &str,
+        bytes: &[u8],
+    ) -> (StatusCode, Value) {
+        const BOUNDARY: &str = "----campusTradeTestBoundary7MA4YWxkTrZu0gW";
+        let mut body = format!(
+            "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{filename}\"\r\n\
+             Content-Type: {content_type}\r\n\r\n"
+        )
+        .into_bytes();
+        body.extend_from_slice(bytes);
+        body.extend_from_slice(format!("\r\n--{BOUNDARY}--\r\n").as_bytes());
+        let mut req = self
+            .http
+            .post(self.url("/api/v1/images"))
+            .header(
+                "content-type",
+                format!("multipart/form-data; boundary={BOUNDARY}"),
+            )
+            .body(body);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().await.expect("upload sent");
+        let status = resp.status();
+        let text = resp.text().await.unwrap_or_default();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
     /// Logs in as the sandbox WeChat user `who` with a fresh code.
     pub async fn login(&self, who: &str) -> Student {
         let code = format!("{who}-{}", COUNTER.fetch_add(1, Ordering::Relaxed));

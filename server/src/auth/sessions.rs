@@ -102,14 +102,18 @@ impl SessionStore {
                     .smembers(&index)
                     .await
                     .map_err(crate::error::AppError::internal)?;
-                let mut pipe = redis::pipe();
-                for h in &known {
-                    pipe.exists(redis.key(&token_key(h)));
-                }
-                let alive: Vec<bool> = pipe
-                    .query_async(&mut conn)
-                    .await
-                    .map_err(crate::error::AppError::internal)?;
+                // (An empty pipeline is an error in redis-rs: ask only when there is something to ask.)
+                let alive: Vec<bool> = if known.is_empty() {
+                    Vec::new()
+                } else {
+                    let mut pipe = redis::pipe();
+                    for h in &known {
+                        pipe.exists(redis.key(&token_key(h)));
+                    }
+                    pipe.query_async(&mut conn)
+                        .await
+                        .map_err(crate::error::AppError::internal)?
+                };
                 let mut pipe = redis::pipe();
                 pipe.set_ex(redis.key(&token_key(&hash)), user_id, ttl.as_secs())
                     .ignore();

@@ -6,22 +6,23 @@ use reqwest::{Method, StatusCode};
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, sea_query::Expr};
 use serde_json::{Value, json};
 
-/// A small PNG made on the spot, uploaded as `wx.uploadFile` would.
+/// A small PNG made on the spot, uploaded as `wx.uploadFile` would; returns the image id.
 async fn upload(app: &TestApp, who: &Student) -> i64 {
-    let img = image::RgbImage::from_fn(64, 48, |x, y| image::Rgb([(x * 4) as u8, (y * 5) as u8, 90]));
+    let img = image::RgbImage::from_fn(64, 48, |x, y| {
+        image::Rgb([(x * 4) as u8, (y * 5) as u8, 90])
+    });
     let mut png = std::io::Cursor::new(Vec::new());
     img.write_to(&mut png, image::ImageFormat::Png).unwrap();
-    let part = reqwest::multipart::Part::bytes(png.into_inner()).file_name("photo.png").mime_str("image/png").unwrap();
-    let resp = app
-        .http
-        .post(app.url("/api/v1/images"))
-        .bearer_auth(&who.token)
-        .multipart(reqwest::multipart::Form::new().part("file", part))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::OK);
-    resp.json::<Value>().await.unwrap()["id"].as_i64().unwrap()
+    let (status, body) = app
+        .upload_file(
+            Some(&who.token),
+            "photo.png",
+            "image/png",
+            &png.into_inner(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body["id"].as_i64().unwrap()
 }
 
 struct Demo {
@@ -36,11 +37,25 @@ struct Demo {
 
 async fn demo(app: &TestApp) -> Demo {
     let (_, schools) = app.get("/api/v1/schools", None).await;
-    let school = &schools.as_array().unwrap().iter().find(|s| s["slug"] == "demo-university").unwrap();
-    let campuses: Vec<i64> = school["campuses"].as_array().unwrap().iter().map(|c| c["id"].as_i64().unwrap()).collect();
-    let (s, places) = app.get(&format!("/api/v1/campuses/{}/places", campuses[0]), None).await;
+    let school = &schools
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["slug"] == "demo-university")
+        .unwrap();
+    let campuses: Vec<i64> = school["campuses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_i64().unwrap())
+        .collect();
+    let (s, places) = app
+        .get(&format!("/api/v1/campuses/{}/places", campuses[0]), None)
+        .await;
     assert_eq!(s, StatusCode::OK);
-    let (_, other_places) = app.get(&format!("/api/v1/campuses/{}/places", campuses[1]), None).await;
+    let (_, other_places) = app
+        .get(&format!("/api/v1/campuses/{}/places", campuses[1]), None)
+        .await;
     let (_, cats) = app.get("/api/v1/categories", None).await;
     let find = |slug: &str| -> i64 {
         for parent in cats.as_array().unwrap() {
@@ -69,12 +84,25 @@ async fn demo(app: &TestApp) -> Demo {
 /// A student of the demo school, ready to sell.
 async fn seller(app: &TestApp, who: &str, d: &Demo) -> Student {
     let s = app.login(who).await;
-    let (status, _) = app.patch("/api/v1/me", Some(&s.token), &json!({ "school_id": d.school, "campus_id": d.campus })).await;
+    let (status, _) = app
+        .patch(
+            "/api/v1/me",
+            Some(&s.token),
+            &json!({ "school_id": d.school, "campus_id": d.campus }),
+        )
+        .await;
     assert_eq!(status, StatusCode::OK);
     s
 }
 
-async fn publish(app: &TestApp, s: &Student, d: &Demo, title: &str, price: i64, category: i64) -> Value {
+async fn publish(
+    app: &TestApp,
+    s: &Student,
+    d: &Demo,
+    title: &str,
+    price: i64,
+    category: i64,
+) -> Value {
     let img = upload(app, s).await;
     let body = json!({
         "title": title, "description": "九成新，图书馆门口面交", "price": price, "condition": "like_new",
@@ -87,7 +115,12 @@ async fn publish(app: &TestApp, s: &Student, d: &Demo, title: &str, price: i64, 
 }
 
 fn actions(l: &Value) -> Vec<&str> {
-    l["allowed_actions"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect()
+    l["allowed_actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect()
 }
 
 app_test!(

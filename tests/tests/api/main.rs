@@ -1,6 +1,8 @@
 //! Black-box API tests: one binary (one link) with a module per capability.
 
 mod foundation;
+mod images;
+mod listings;
 mod moderation;
 mod users;
 mod wechat;
