@@ -392,12 +392,13 @@ impl MigrationTrait for Migration {
     }
 }
 
-/// (slug, 中文, English, children)
-const CATEGORY_TREE: &[(&str, &str, &str, &[(&str, &str, &str)])] = &[
+/// A category: (slug, 中文, English).
+type Cat = (&'static str, &'static str, &'static str);
+
+/// The seeded tree: each parent with its children.
+const CATEGORY_TREE: &[(Cat, &[Cat])] = &[
     (
-        "books",
-        "教材书籍",
-        "Textbooks and notes",
+        ("books", "教材书籍", "Textbooks and notes"),
         &[
             ("textbooks", "课本教材", "Course textbooks"),
             ("exam-prep", "考研考公", "Exam preparation"),
@@ -406,9 +407,7 @@ const CATEGORY_TREE: &[(&str, &str, &str, &[(&str, &str, &str)])] = &[
         ],
     ),
     (
-        "electronics",
-        "数码电子",
-        "Electronics",
+        ("electronics", "数码电子", "Electronics"),
         &[
             ("phones", "手机", "Phones"),
             ("computers", "电脑", "Computers"),
@@ -419,9 +418,7 @@ const CATEGORY_TREE: &[(&str, &str, &str, &[(&str, &str, &str)])] = &[
         ],
     ),
     (
-        "dorm",
-        "宿舍日用",
-        "Dorm and daily goods",
+        ("dorm", "宿舍日用", "Dorm and daily goods"),
         &[
             ("small-appliances", "小家电", "Small appliances"),
             ("lamps", "台灯照明", "Lamps"),
@@ -431,9 +428,7 @@ const CATEGORY_TREE: &[(&str, &str, &str, &[(&str, &str, &str)])] = &[
         ],
     ),
     (
-        "clothing",
-        "服饰鞋包",
-        "Clothing and bags",
+        ("clothing", "服饰鞋包", "Clothing and bags"),
         &[
             ("clothes", "衣服", "Clothes"),
             ("shoes", "鞋", "Shoes"),
@@ -441,9 +436,7 @@ const CATEGORY_TREE: &[(&str, &str, &str, &[(&str, &str, &str)])] = &[
         ],
     ),
     (
-        "sports",
-        "运动户外",
-        "Sports and outdoor",
+        ("sports", "运动户外", "Sports and outdoor"),
         &[
             ("ball-sports", "球类", "Ball sports"),
             ("fitness", "健身器材", "Fitness"),
@@ -451,9 +444,7 @@ const CATEGORY_TREE: &[(&str, &str, &str, &[(&str, &str, &str)])] = &[
         ],
     ),
     (
-        "transport",
-        "自行车与出行",
-        "Bikes and transport",
+        ("transport", "自行车与出行", "Bikes and transport"),
         &[
             ("bicycles", "自行车", "Bicycles"),
             ("e-bikes", "电动车", "E-bikes"),
@@ -461,9 +452,7 @@ const CATEGORY_TREE: &[(&str, &str, &str, &[(&str, &str, &str)])] = &[
         ],
     ),
     (
-        "tickets",
-        "票券卡",
-        "Tickets and cards",
+        ("tickets", "票券卡", "Tickets and cards"),
         &[
             ("event-tickets", "演出赛事票", "Event tickets"),
             ("memberships", "会员卡", "Memberships"),
@@ -471,9 +460,7 @@ const CATEGORY_TREE: &[(&str, &str, &str, &[(&str, &str, &str)])] = &[
         ],
     ),
     (
-        "other",
-        "其他",
-        "Other",
+        ("other", "其他", "Other"),
         &[("misc", "其他闲置", "Miscellaneous")],
     ),
 ];
@@ -485,7 +472,7 @@ const DEMO_PLACES: &[(&str, &[&str])] = &[
 
 async fn seed(manager: &SchemaManager<'_>) -> Result<(), DbErr> {
     let now = chrono::Utc::now();
-    for (pos, (slug, zh, en, children)) in CATEGORY_TREE.iter().enumerate() {
+    for (pos, ((slug, zh, en), children)) in CATEGORY_TREE.iter().enumerate() {
         manager
             .exec_stmt(
                 Query::insert()

@@ -43,6 +43,7 @@ enum ListingTags {
 
 /// Browsing works without login; with a session the answer is personalised (favourites, allowed actions).
 #[derive(SecurityScheme)]
+#[allow(clippy::large_enum_variant)] // lives for one request; the derive needs the plain type
 pub enum OptionalStudent {
     Student(StudentAuth),
     #[oai(fallback)]

@@ -160,10 +160,10 @@ async fn validate_references(
 ) -> AppResult<()> {
     let cat = state.catalogue.get(&state.db).await?;
     let mut problems = BTreeMap::new();
-    if !cat
+    if cat
         .category_by_id
         .get(&input.category_id)
-        .is_some_and(|c| !c.hidden)
+        .is_none_or(|c| c.hidden)
     {
         problems.insert("category_id".into(), "no such category".into());
     }

@@ -506,3 +506,62 @@ app_test!(
         assert_eq!((views, row.view_count), (2, 2), "bob once, carol once, the seller not at all");
     }
 );
+
+app_test!(
+    async fn content_security_decides_what_gets_published(backend) {
+        use campus_trade::listings::{model::Transition, service as listings};
+        let app = TestApp::spawn(backend).await;
+        let d = demo(&app).await;
+        let alice = seller(&app, "alice", &d).await;
+        let bob = app.login("bob").await;
+        let body = |title: &str, img: i64| {
+            json!({ "title": title, "description": "", "price": 5000, "condition": "good", "category_id": d.lamps,
+                    "image_ids": [img], "trade_methods": ["delivery"] })
+        };
+
+        // Risky text (the sandbox's keyword table says 代考 is illegal) is refused outright.
+        let img = upload(&app, &alice).await;
+        let (s, b) = app.post("/api/v1/listings", Some(&alice.token), &body("代考四六级", img)).await;
+        assert_eq!((s, b["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("content_rejected")), "{b}");
+
+        // Text WeChat wants a human to see waits for an operator, visible to its seller only.
+        let (s, held) = app.post("/api/v1/listings", Some(&alice.token), &body("台灯 有意加微信", img)).await;
+        assert_eq!(s, StatusCode::OK, "{held}");
+        assert_eq!(held["status"], "pending_review");
+        assert!(held["moderation_label"].is_string());
+        let id = held["id"].as_i64().unwrap();
+        let (s, _) = app.get(&format!("/api/v1/listings/{id}"), Some(&bob.token)).await;
+        assert_eq!(s, StatusCode::NOT_FOUND);
+        let (_, feed) = app.get("/api/v1/listings", None).await;
+        assert!(feed["items"].as_array().unwrap().is_empty());
+        listings::transition(&app.state.db, id, listings::Actor::System, Transition::Approve, None).await.unwrap();
+        let (s, approved) = app.get(&format!("/api/v1/listings/{id}"), Some(&bob.token)).await;
+        assert_eq!((s, approved["status"].as_str()), (StatusCode::OK, Some("on_sale")));
+
+        // A photo WeChat finds risky takes the published listing off the feeds, asynchronously.
+        let photo = upload(&app, &alice).await;
+        let row = campus_trade::images::model::image::Entity::find_by_id(photo).one(&app.state.db).await.unwrap().unwrap();
+        let (display_url, _) = campus_trade::images::service::urls(&app.state, &row);
+        let bytes = app.http.get(&display_url).send().await.unwrap().bytes().await.unwrap();
+        let sha256 = campus_trade::util::sha256_hex(&bytes);
+        let (s, _) = app
+            .post("/sandbox/wechat/_sandbox/media-verdicts", None, &json!({ "sha256": sha256, "suggest": "risky", "label": 20002 }))
+            .await;
+        assert_eq!(s, StatusCode::OK);
+        let (s, l) = app.post("/api/v1/listings", Some(&alice.token), &body("九成新台灯", photo)).await;
+        assert_eq!((s, l["status"].as_str()), (StatusCode::OK, Some("on_sale")));
+        let path = format!("/api/v1/listings/{}", l["id"]);
+        let mut status = String::new();
+        for _ in 0..100 {
+            let (_, now) = app.get(&path, Some(&alice.token)).await;
+            status = now["status"].as_str().unwrap().to_string();
+            if status == "pending_review" {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        assert_eq!(status, "pending_review", "the flagged photo held the listing");
+        let (s, _) = app.get(&path, Some(&bob.token)).await;
+        assert_eq!(s, StatusCode::NOT_FOUND);
+    }
+);
