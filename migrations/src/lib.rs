@@ -23,6 +23,21 @@ impl MigratorTrait for Migrator {
     }
 }
 
+/// A named foreign key from `from` (table, column) to `to` (table, column).
+pub(crate) fn fk(
+    name: &str,
+    from: (impl IntoIden, impl IntoIden),
+    to: (impl IntoIden, impl IntoIden),
+    on_delete: ForeignKeyAction,
+) -> ForeignKeyCreateStatement {
+    ForeignKey::create()
+        .name(name)
+        .from(from.0, from.1)
+        .to(to.0, to.1)
+        .on_delete(on_delete)
+        .to_owned()
+}
+
 /// A fresh random salt (32 bytes, hex) for hashing a school's student numbers.
 pub fn new_roster_salt() -> String {
     use rand::RngCore;

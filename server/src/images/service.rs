@@ -222,19 +222,7 @@ pub async fn attach(
             return Err(AppError::invalid_field("image_ids", problem));
         }
     }
-    let mut detach = image::Entity::update_many()
-        .col_expr(
-            image::Column::TargetType,
-            Expr::value(Option::<String>::None),
-        )
-        .col_expr(image::Column::TargetId, Expr::value(Option::<i64>::None))
-        .col_expr(image::Column::Position, Expr::value(Option::<i32>::None))
-        .col_expr(
-            image::Column::AttachedAt,
-            Expr::value(Option::<chrono::DateTime<chrono::Utc>>::None),
-        )
-        .filter(image::Column::TargetType.eq(target_type))
-        .filter(image::Column::TargetId.eq(target_id));
+    let mut detach = detach_from(target_type, target_id);
     if !image_ids.is_empty() {
         detach = detach.filter(image::Column::Id.is_not_in(image_ids.iter().copied()));
     }
@@ -242,12 +230,8 @@ pub async fn attach(
     Ok(())
 }
 
-/// Detaches every image of a target (e.g. when it is deleted); the sweep then deletes them.
-pub async fn detach_all(
-    txn: &impl ConnectionTrait,
-    target_type: &str,
-    target_id: i64,
-) -> AppResult<()> {
+/// The update that detaches the images of a target (the sweep then deletes them once they are a day old).
+fn detach_from(target_type: &str, target_id: i64) -> sea_orm::UpdateMany<image::Entity> {
     image::Entity::update_many()
         .col_expr(
             image::Column::TargetType,
@@ -261,8 +245,15 @@ pub async fn detach_all(
         )
         .filter(image::Column::TargetType.eq(target_type))
         .filter(image::Column::TargetId.eq(target_id))
-        .exec(txn)
-        .await?;
+}
+
+/// Detaches every image of a target (e.g. when it is deleted); the sweep then deletes them.
+pub async fn detach_all(
+    txn: &impl ConnectionTrait,
+    target_type: &str,
+    target_id: i64,
+) -> AppResult<()> {
+    detach_from(target_type, target_id).exec(txn).await?;
     Ok(())
 }
 

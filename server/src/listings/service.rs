@@ -915,6 +915,19 @@ async fn refresh_hot(txn: &impl ConnectionTrait, id: i64) -> AppResult<()> {
     Ok(())
 }
 
+/// Moves the favourite counter (and the popularity it feeds) by `delta`, in the caller's transaction.
+async fn adjust_favorites(txn: &impl ConnectionTrait, id: i64, delta: i64) -> AppResult<()> {
+    listing::Entity::update_many()
+        .col_expr(
+            listing::Column::FavoriteCount,
+            Expr::col(listing::Column::FavoriteCount).add(delta),
+        )
+        .filter(listing::Column::Id.eq(id))
+        .exec(txn)
+        .await?;
+    refresh_hot(txn, id).await
+}
+
 /// `PUT /api/v1/listings/{id}/favorite` (idempotent).
 pub async fn favorite(db: &DatabaseConnection, user_id: i64, id: i64) -> AppResult<()> {
     let l = visible(db, id, Some(user_id)).await?;
@@ -944,15 +957,7 @@ pub async fn favorite(db: &DatabaseConnection, user_id: i64, id: i64) -> AppResu
     .exec_without_returning(&txn)
     .await?;
     if inserted == 1 {
-        listing::Entity::update_many()
-            .col_expr(
-                listing::Column::FavoriteCount,
-                Expr::col(listing::Column::FavoriteCount).add(1),
-            )
-            .filter(listing::Column::Id.eq(id))
-            .exec(&txn)
-            .await?;
-        refresh_hot(&txn, id).await?;
+        adjust_favorites(&txn, id, 1).await?;
     }
     txn.commit().await?;
     Ok(())
@@ -967,15 +972,7 @@ pub async fn unfavorite(db: &DatabaseConnection, user_id: i64, id: i64) -> AppRe
         .exec(&txn)
         .await?;
     if res.rows_affected == 1 {
-        listing::Entity::update_many()
-            .col_expr(
-                listing::Column::FavoriteCount,
-                Expr::col(listing::Column::FavoriteCount).sub(1),
-            )
-            .filter(listing::Column::Id.eq(id))
-            .exec(&txn)
-            .await?;
-        refresh_hot(&txn, id).await?;
+        adjust_favorites(&txn, id, -1).await?;
     }
     txn.commit().await?;
     Ok(())

@@ -165,24 +165,20 @@ pub async fn me_view(state: &AppState, u: &user::Model) -> AppResult<Me> {
             }),
         None => None,
     };
+    let public = public_view_with(u, &schools);
     Ok(Me {
-        id: u.id,
-        nickname: u.nickname.clone(),
-        avatar_url: u.avatar_url.clone(),
-        bio: u.bio.clone(),
-        school: u.school_id.and_then(|id| schools.get(&id)).map(school_ref),
+        id: public.id,
+        nickname: public.nickname,
+        avatar_url: public.avatar_url,
+        bio: public.bio,
+        school: public.school,
         campus,
-        verified_student: u
-            .verified_school(now)
-            .and_then(|id| schools.get(&id))
-            .map(|s| VerifiedBadge {
-                school_id: s.id,
-                school_name: s.name.clone(),
-            }),
+        verified_student: public.verified_student,
         created_at: u.created_at,
     })
 }
 
+/// What anybody may see of `u`.
 pub async fn public_view(state: &AppState, u: &user::Model) -> AppResult<PublicUser> {
     let now = util::now();
     let schools = service::schools_by_id(
