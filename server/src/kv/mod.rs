@@ -31,20 +31,39 @@ impl RedisKv {
     }
 }
 
-/// In-process map with per-key expiry; expired entries are purged as the map grows.
-#[derive(Default)]
+/// In-process map with per-key expiry. Expired entries are purged when the map has doubled since the last
+/// purge, so the scan costs O(1) per operation on average however many live keys there are.
 pub struct LocalKv {
-    entries: Mutex<HashMap<String, (String, Instant)>>,
+    inner: Mutex<LocalInner>,
+}
+
+struct LocalInner {
+    entries: HashMap<String, (String, Instant)>,
+    purge_at: usize,
+}
+
+const LOCAL_PURGE_MIN: usize = 10_000;
+
+impl Default for LocalKv {
+    fn default() -> Self {
+        Self {
+            inner: Mutex::new(LocalInner {
+                entries: HashMap::new(),
+                purge_at: LOCAL_PURGE_MIN,
+            }),
+        }
+    }
 }
 
 impl LocalKv {
     fn with<R>(&self, f: impl FnOnce(&mut HashMap<String, (String, Instant)>, Instant) -> R) -> R {
-        let mut map = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
-        if map.len() > 10_000 {
-            map.retain(|_, (_, exp)| *exp > now);
+        if inner.entries.len() >= inner.purge_at {
+            inner.entries.retain(|_, (_, exp)| *exp > now);
+            inner.purge_at = (inner.entries.len() * 2).max(LOCAL_PURGE_MIN);
         }
-        f(&mut map, now)
+        f(&mut inner.entries, now)
     }
 }
 
@@ -226,5 +245,33 @@ mod tests {
             assert_eq!(count, expected);
             assert!(left <= Duration::from_secs(60) && left > Duration::from_secs(50));
         }
+    }
+
+    #[tokio::test]
+    async fn many_live_keys_stay_and_expired_ones_are_purged() {
+        let kv = Kv::local();
+        for i in 0..25_000 {
+            kv.set_ex(&format!("live{i}"), "1", Duration::from_secs(60))
+                .await
+                .unwrap();
+        }
+        for i in 0..5_000 {
+            kv.set_ex(&format!("dead{i}"), "1", Duration::from_millis(1))
+                .await
+                .unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        for i in 0..40_000 {
+            kv.set_ex(&format!("more{i}"), "1", Duration::from_secs(60))
+                .await
+                .unwrap();
+        }
+        assert_eq!(kv.get("live24999").await.unwrap().as_deref(), Some("1"));
+        assert_eq!(kv.get("dead0").await.unwrap(), None);
+        let Kv::Local(local) = &kv else {
+            unreachable!()
+        };
+        let len = local.inner.lock().unwrap().entries.len();
+        assert!(len < 70_000, "expired keys were purged ({len} left)");
     }
 }
