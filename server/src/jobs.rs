@@ -1,5 +1,6 @@
 //! Periodic background work. Every job derives what to do from the database, so it is safe to run on every
-//! instance at once and loses nothing when an instance dies.
+//! instance at once and loses nothing when an instance dies — except the view-count buffer, which holds at most
+//! a few seconds of views in memory (written again at a normal shutdown).
 
 use std::{future::Future, time::Duration};
 

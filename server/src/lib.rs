@@ -251,6 +251,10 @@ impl App {
             .await
             .context("serving HTTP")?;
         jobs.abort();
+        // Buffered view counts are written before the pool closes.
+        if let Err(e) = state.views.flush(&state.db).await {
+            tracing::warn!(error = %e, "could not write the last view counts");
+        }
         tracing::info!("stopped accepting; closing the database pool");
         state.db.clone().close().await.ok();
         Ok(())

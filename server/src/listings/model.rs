@@ -248,7 +248,7 @@ pub enum Condition {
 pub enum Transition {
     /// Seller takes the item off sale.
     Withdraw,
-    /// Seller puts a withdrawn item back on sale.
+    /// Seller puts a withdrawn item back on sale (back to review when content security holds it).
     Relist,
     /// Seller promises the item to someone.
     Reserve,

@@ -584,8 +584,15 @@ pub async fn transition_in(
     }
     let (from, to) = t.rule();
     let now = util::now();
+    // A listing content security holds (label set) relists into review, not on sale: withdrawing and relisting
+    // is no way around an operator.
+    let new_status = if t == Transition::Relist {
+        Expr::cust("CASE WHEN moderation_label IS NULL THEN 'on_sale' ELSE 'pending_review' END")
+    } else {
+        Expr::value(to)
+    };
     let mut q = listing::Entity::update_many()
-        .col_expr(listing::Column::Status, Expr::value(to))
+        .col_expr(listing::Column::Status, new_status)
         .col_expr(listing::Column::UpdatedAt, Expr::value(now));
     if to == Status::Sold {
         q = q.col_expr(listing::Column::SoldAt, Expr::value(now));
@@ -611,11 +618,16 @@ pub async fn transition_in(
     if res.rows_affected != 1 {
         return Err(refused(row.status, t.verb()));
     }
+    if t == Transition::Delete {
+        // The photos of a deleted listing go with it (the sweep removes detached images).
+        images::service::detach_all(txn, "listing", id).await?;
+    }
     Ok(row)
 }
 
 /// Content security flagged one of the listing's images: take it off the feeds and queue it for an operator.
-/// Idempotent; a listing that is not public (withdrawn, sold, already held) is left as it is.
+/// Idempotent. A withdrawn listing keeps the label, so relisting it goes to review; a sold, removed or already
+/// held one is left as it is.
 pub async fn hold_for_review(db: &DatabaseConnection, id: i64, label: &str) -> AppResult<()> {
     match transition(
         db,
@@ -632,6 +644,18 @@ pub async fn hold_for_review(db: &DatabaseConnection, id: i64, label: &str) -> A
                 label,
                 "listing held for review by content security"
             );
+            Ok(())
+        }
+        Err(AppError::InvalidTransition { current, .. })
+            if current == Status::Withdrawn.as_str() =>
+        {
+            // Off sale already: remember the verdict so relisting sends it to review.
+            listing::Entity::update_many()
+                .col_expr(listing::Column::ModerationLabel, Expr::value(label))
+                .filter(listing::Column::Id.eq(id))
+                .filter(listing::Column::Status.eq(Status::Withdrawn))
+                .exec(db)
+                .await?;
             Ok(())
         }
         Err(AppError::InvalidTransition { .. }) | Err(AppError::NotFound { .. }) => Ok(()),

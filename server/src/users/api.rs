@@ -277,7 +277,7 @@ impl MeApi {
             school_id: b.school_id,
             campus_id: maybe(b.campus_id),
         };
-        let updated = service::update_profile(&state.db, &auth.0.user, change).await?;
+        let updated = service::update_profile(&state, &auth.0.user, change).await?;
         Ok(Json(me_view(&state, &updated).await?))
     }
 

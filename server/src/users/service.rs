@@ -185,13 +185,60 @@ pub fn validate_profile(change: &mut ProfileChange) -> AppResult<()> {
     }
 }
 
+/// Nickname and bio are public: content security reads them (scene 1) before they are saved. A profile has no
+/// "waiting for review" state, so anything but a pass is refused — except when WeChat could not be asked at all,
+/// which must not stop students from editing their profile.
+async fn check_profile_text(
+    state: &AppState,
+    current: &user::Model,
+    change: &ProfileChange,
+) -> AppResult<()> {
+    use crate::moderation::{Scene, Verdict, service::check_text};
+    let changed: Vec<&str> = [
+        change
+            .nickname
+            .as_deref()
+            .filter(|n| *n != current.nickname),
+        change
+            .bio
+            .as_deref()
+            .filter(|b| !b.is_empty() && *b != current.bio),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if changed.is_empty() {
+        return Ok(());
+    }
+    match check_text(
+        state,
+        &current.openid,
+        Scene::Profile,
+        None,
+        &changed.join("\n"),
+    )
+    .await?
+    {
+        Verdict::Pass => Ok(()),
+        Verdict::Review { label } if label == "unchecked" => Ok(()),
+        Verdict::Review { label } | Verdict::Risky { label } => Err(AppError::Unprocessable {
+            code: "content_rejected",
+            message: format!(
+                "the nickname or bio was rejected by content security ({label}); please change it"
+            ),
+        }),
+    }
+}
+
 /// Applies a validated profile edit. A verified student cannot move to another school while the badge is live.
 pub async fn update_profile(
-    db: &DatabaseConnection,
+    state: &AppState,
     current: &user::Model,
     mut change: ProfileChange,
 ) -> AppResult<user::Model> {
     validate_profile(&mut change)?;
+    check_profile_text(state, current, &change).await?;
+    let db = &state.db;
     let now = util::now();
     let mut school_id = current.school_id;
     let mut campus_id = current.campus_id;

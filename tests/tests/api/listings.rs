@@ -347,6 +347,9 @@ app_test!(
         assert_eq!((s, b["status"].as_str()), (StatusCode::OK, Some("on_sale")));
         let (s, _, _) = app.send(Method::DELETE, &path, Some(&alice.token), None).await;
         assert_eq!(s, StatusCode::NO_CONTENT);
+        // Its photos are detached, so the sweep removes them.
+        let photos = campus_trade::images::service::for_targets(&app.state.db, "listing", &[l["id"].as_i64().unwrap()]).await.unwrap();
+        assert!(photos.is_empty(), "a deleted listing keeps no photos");
         for t in [Some(&alice.token), Some(&bob.token), None] {
             let (s, _) = app.get(&path, t.map(String::as_str)).await;
             assert_eq!(s, StatusCode::NOT_FOUND);
@@ -534,6 +537,11 @@ app_test!(
         assert_eq!(s, StatusCode::NOT_FOUND);
         let (_, feed) = app.get("/api/v1/listings", None).await;
         assert!(feed["items"].as_array().unwrap().is_empty());
+        // Withdrawing and relisting does not get it past the operator.
+        let (s, w) = app.post(&format!("/api/v1/listings/{id}/withdraw"), Some(&alice.token), &Value::Null).await;
+        assert_eq!((s, w["status"].as_str()), (StatusCode::OK, Some("withdrawn")));
+        let (s, r) = app.post(&format!("/api/v1/listings/{id}/relist"), Some(&alice.token), &Value::Null).await;
+        assert_eq!((s, r["status"].as_str()), (StatusCode::OK, Some("pending_review")));
         listings::transition(&app.state.db, id, listings::Actor::System, Transition::Approve, None).await.unwrap();
         let (s, approved) = app.get(&format!("/api/v1/listings/{id}"), Some(&bob.token)).await;
         assert_eq!((s, approved["status"].as_str()), (StatusCode::OK, Some("on_sale")));

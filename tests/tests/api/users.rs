@@ -108,6 +108,10 @@ app_test!(
         let (s, b) = app.patch("/api/v1/me", Some(&alice.token), &json!({ "school_id": 999_999 })).await;
         assert_eq!((s, b["fields"]["school_id"].is_string()), (StatusCode::UNPROCESSABLE_ENTITY, true));
 
+        // Nicknames are public: content security reads them.
+        let (s, b) = app.patch("/api/v1/me", Some(&alice.token), &json!({ "nickname": "代考找我" })).await;
+        assert_eq!((s, b["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("content_rejected")));
+
         // Moving school clears the campus.
         let (s, me) = app.patch("/api/v1/me", Some(&alice.token), &json!({ "school_id": other })).await;
         assert_eq!(s, StatusCode::OK);
