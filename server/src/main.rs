@@ -4,6 +4,11 @@ use anyhow::Context;
 use campus_trade::{App, Config, config::LogFormat};
 use clap::{Parser, Subcommand};
 
+/// mimalloc: the service allocates many small short-lived objects across threads (rows, JSON), where glibc
+/// malloc spends much of its time in locks; see docs/performance.md.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// campus_trade: the second-hand market of a university campus.
 ///
 /// Configured entirely by environment variables (see docs/configuration.md); with none set it runs the

@@ -5,18 +5,18 @@
 #   tests/bench/listings.sh                      # SQLite (embedded default), 100,000 listings
 #   BENCH_DATABASE_URL=postgres://postgres@127.0.0.1/test tests/bench/listings.sh   # PostgreSQL (own schema)
 #
-# Settings: LISTINGS (100000), CONCURRENCY (64), SECONDS (20), WARMUP (3), PORT (18080).
+# Settings: LISTINGS (100000), CONCURRENCY (64), DURATION in seconds (20), WARMUP (3), PORT (18080).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 LISTINGS="${LISTINGS:-100000}"
 CONCURRENCY="${CONCURRENCY:-64}"
-SECONDS_RUN="${SECONDS:-20}"
+SECONDS_RUN="${DURATION:-20}"
 WARMUP="${WARMUP:-3}"
 PORT="${PORT:-18080}"
 
 cargo build --release -p campus-trade -p campus-trade-tests --bin campus-trade --bin loadgen
-BIN=target/release
+BIN="${CARGO_TARGET_DIR:-target}/release"
 
 DATA_DIR="$(mktemp -d)"
 export DATA_DIR BIND="127.0.0.1:${PORT}" LOG_LEVEL=warn
@@ -46,8 +46,27 @@ for _ in $(seq 1 100); do
 done
 
 base="http://127.0.0.1:${PORT}/api/v1"
-echo "== machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
-echo "== newest feed (20 cards), ${CONCURRENCY} connections, ${SECONDS_RUN}s"
-"$BIN/loadgen" http --url "${base}/listings?school_id=1&limit=20" --concurrency "$CONCURRENCY" --seconds "$SECONDS_RUN" --warmup "$WARMUP"
-echo "== detail page, random listing, ${CONCURRENCY} connections, ${SECONDS_RUN}s"
-"$BIN/loadgen" http --url "${base}/listings/{id}" --id-max "$LISTINGS" --concurrency "$CONCURRENCY" --seconds "$SECONDS_RUN" --warmup "$WARMUP"
+echo "== machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), backend ${backend}"
+
+# wrk (Debian package `wrk`) when installed: a C client that leaves more of the 2 cores to the server. Otherwise
+# the in-repo Rust client, which competes harder for the same cores (its figures are lower).
+load() { # name url [id-max]
+  local name="$1" url="$2" idmax="${3:-}"
+  echo "== ${name}: ${CONCURRENCY} connections, ${SECONDS_RUN}s after ${WARMUP}s warm-up"
+  if command -v wrk >/dev/null; then
+    local script; script="$(mktemp --suffix=.lua)"
+    if [ -n "$idmax" ]; then
+      printf 'request = function()\n  return wrk.format("GET", (string.gsub("%s", "{id}", tostring(math.random(1, %s)))))\nend\n' "${url#http://127.0.0.1:${PORT}}" "$idmax" > "$script"
+    else
+      printf '' > "$script"
+    fi
+    wrk -t2 -c"$CONCURRENCY" -d"${WARMUP}s" -s "$script" "$url" >/dev/null
+    wrk -t2 -c"$CONCURRENCY" -d"${SECONDS_RUN}s" --latency -s "$script" "$url" | grep -E "Requests/sec|Latency|  50%|  90%|  99%|Non-2xx|Socket errors"
+    rm -f "$script"
+  else
+    "$BIN/loadgen" http --url "$url" ${idmax:+--id-max "$idmax"} --concurrency "$CONCURRENCY" --seconds "$SECONDS_RUN" --warmup "$WARMUP"
+  fi
+}
+
+load "newest feed, 20 cards" "${base}/listings?school_id=1&limit=20"
+load "detail page, random listing" "${base}/listings/{id}" "$LISTINGS"

@@ -178,7 +178,7 @@ pub async fn seed_listings(
     let first_image = next_id(&db, "images").await?;
     let mut done = 0u64;
     while done < count {
-        let n = (count - done).min(2000);
+        let n = (count - done).min(1000); // 1000 rows × 24 columns stays under SQLite's 32,766 bound parameters
         let txn = db.begin().await?;
         let mut listings = Vec::with_capacity(n as usize);
         let mut images = Vec::with_capacity(n as usize);

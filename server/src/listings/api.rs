@@ -235,37 +235,86 @@ fn category_ref(c: &super::model::category::Model) -> CategoryRef {
     }
 }
 
-/// Builds feed cards with three batched queries (listings, sellers, cover images), whatever the page size.
+/// What a card needs besides the listing row: its seller and its cover, fetched for a whole page at once.
+#[derive(Debug, sea_orm::FromQueryResult)]
+struct CardExtras {
+    listing_id: i64,
+    nickname: String,
+    avatar_url: Option<String>,
+    verified_school_id: Option<i64>,
+    verified_until: Option<DateTime<Utc>>,
+    image_id: Option<i64>,
+    display_key: Option<String>,
+    thumb_key: Option<String>,
+    width: Option<i32>,
+    height: Option<i32>,
+}
+
+/// Builds feed cards: the page's listings plus ONE joined query for their sellers and covers, whatever the
+/// page size (each query and each row crosses threads in the SQLite driver, so fewer is faster).
 pub async fn cards(state: &AppState, rows: Vec<listing::Model>) -> AppResult<Vec<ListingCard>> {
-    let seller_ids: Vec<i64> = rows.iter().map(|l| l.seller_id).collect();
-    let cover_ids: Vec<i64> = rows.iter().filter_map(|l| l.cover_image_id).collect();
-    let sellers: HashMap<i64, user::Model> = if seller_ids.is_empty() {
-        HashMap::new()
-    } else {
-        user::Entity::find()
-            .filter(user::Column::Id.is_in(seller_ids))
-            .all(&state.db)
-            .await?
-            .into_iter()
-            .map(|u| (u.id, u))
-            .collect()
+    use sea_orm::{
+        FromQueryResult,
+        sea_query::{Alias, Expr, ExprTrait, Query},
     };
-    let covers: HashMap<i64, images::model::image::Model> = if cover_ids.is_empty() {
-        HashMap::new()
-    } else {
-        images::model::image::Entity::find()
-            .filter(images::model::image::Column::Id.is_in(cover_ids))
-            .all(&state.db)
-            .await?
-            .into_iter()
-            .map(|i| (i.id, i))
-            .collect()
-    };
+    type Image = images::model::image::Entity;
+    type ImageCol = images::model::image::Column;
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<i64> = rows.iter().map(|l| l.id).collect();
+    let query = Query::select()
+        .expr_as(
+            Expr::col((listing::Entity, listing::Column::Id)),
+            Alias::new("listing_id"),
+        )
+        .column((user::Entity, user::Column::Nickname))
+        .column((user::Entity, user::Column::AvatarUrl))
+        .column((user::Entity, user::Column::VerifiedSchoolId))
+        .column((user::Entity, user::Column::VerifiedUntil))
+        .expr_as(
+            Expr::col((Image::default(), ImageCol::Id)),
+            Alias::new("image_id"),
+        )
+        .column((Image::default(), ImageCol::DisplayKey))
+        .column((Image::default(), ImageCol::ThumbKey))
+        .column((Image::default(), ImageCol::Width))
+        .column((Image::default(), ImageCol::Height))
+        .from(listing::Entity)
+        .inner_join(
+            user::Entity,
+            Expr::col((user::Entity, user::Column::Id))
+                .equals((listing::Entity, listing::Column::SellerId)),
+        )
+        .left_join(
+            Image::default(),
+            Expr::col((Image::default(), ImageCol::Id))
+                .equals((listing::Entity, listing::Column::CoverImageId)),
+        )
+        .and_where(Expr::col((listing::Entity, listing::Column::Id)).is_in(ids))
+        .to_owned();
+    let stmt = state.db.get_database_backend().build(&query);
+    let extras: HashMap<i64, CardExtras> = CardExtras::find_by_statement(stmt)
+        .all(&state.db)
+        .await?
+        .into_iter()
+        .map(|e| (e.listing_id, e))
+        .collect();
     let now = util::now();
     Ok(rows
         .into_iter()
         .map(|l| {
-            let seller = sellers.get(&l.seller_id);
+            let extra = extras.get(&l.id);
+            let cover = extra.and_then(|e| match (e.image_id, &e.display_key, &e.thumb_key) {
+                (Some(id), Some(display), Some(thumb)) => Some(ImageRef {
+                    id,
+                    url: images::service::media_url(state, display),
+                    thumbnail_url: images::service::media_url(state, thumb),
+                    width: e.width.unwrap_or_default(),
+                    height: e.height.unwrap_or_default(),
+                }),
+                _ => None,
+            });
             ListingCard {
                 id: l.id,
                 title: l.title,
@@ -273,16 +322,15 @@ pub async fn cards(state: &AppState, rows: Vec<listing::Model>) -> AppResult<Vec
                 original_price: l.original_price,
                 condition: l.condition,
                 status: l.status,
-                cover: l
-                    .cover_image_id
-                    .and_then(|id| covers.get(&id))
-                    .map(|i| images::api::image_ref(state, i)),
+                cover,
                 seller: SellerSummary {
                     id: l.seller_id,
-                    nickname: seller.map(|s| s.nickname.clone()).unwrap_or_default(),
-                    avatar_url: seller.and_then(|s| s.avatar_url.clone()),
-                    verified_student: seller
-                        .is_some_and(|s| s.verified_school(now) == Some(l.school_id)),
+                    nickname: extra.map(|e| e.nickname.clone()).unwrap_or_default(),
+                    avatar_url: extra.and_then(|e| e.avatar_url.clone()),
+                    verified_student: extra.is_some_and(|e| {
+                        e.verified_school_id == Some(l.school_id)
+                            && e.verified_until.is_some_and(|u| u > now)
+                    }),
                 },
                 school_id: l.school_id,
                 campus_id: l.campus_id,
@@ -300,6 +348,7 @@ pub async fn cards(state: &AppState, rows: Vec<listing::Model>) -> AppResult<Vec
 pub async fn detail(
     state: &AppState,
     l: listing::Model,
+    seller: &user::Model,
     viewer: Option<&user::Model>,
 ) -> AppResult<ListingDetail> {
     let cat = state.catalogue.get(&state.db).await?;
@@ -314,8 +363,7 @@ pub async fn detail(
         .into_iter()
         .map(|p| p.place_id)
         .collect();
-    let seller = crate::users::service::visible_user(&state.db, l.seller_id).await?;
-    let seller = crate::users::api::public_view_with(&seller, &cat.schools);
+    let seller = crate::users::api::public_view_with(seller, &cat.schools);
     let viewer_id = viewer.map(|u| u.id);
     let is_favorited = match viewer_id {
         Some(uid) if uid != l.seller_id => service::favorited_among(&state.db, uid, &[l.id])
@@ -493,7 +541,9 @@ impl ListingsApi {
             campus_id: b.campus_id,
         };
         let created = service::create(&state, &auth.0.user, input).await?;
-        Ok(Json(detail(&state, created, Some(&auth.0.user)).await?))
+        Ok(Json(
+            detail(&state, created, &auth.0.user, Some(&auth.0.user)).await?,
+        ))
     }
 
     /// Browse listings: filters, sorts and cursor pagination. Public callers see `on_sale` and `reserved`; a seller
@@ -563,7 +613,8 @@ impl ListingsApi {
         id: Path<i64>,
     ) -> AppResult<Json<ListingDetail>> {
         let viewer = auth.user();
-        let l = service::visible(&state.db, id.0, viewer.map(|u| u.id)).await?;
+        let (l, seller) =
+            service::visible_with_seller(&state.db, id.0, viewer.map(|u| u.id)).await?;
         let viewer_key = match viewer {
             Some(u) => format!("u{}", u.id),
             None => format!(
@@ -574,7 +625,7 @@ impl ListingsApi {
             ),
         };
         service::record_view(&state, &l, viewer_key);
-        Ok(Json(detail(&state, l, viewer).await?))
+        Ok(Json(detail(&state, l, &seller, viewer).await?))
     }
 
     /// Edit a listing (seller only). Changed text is checked again; a price change is recorded.
@@ -605,7 +656,9 @@ impl ListingsApi {
             campus_id: maybe(b.campus_id),
         };
         let updated = service::update(&state, &auth.0.user, id.0, patch).await?;
-        Ok(Json(detail(&state, updated, Some(&auth.0.user)).await?))
+        Ok(Json(
+            detail(&state, updated, &auth.0.user, Some(&auth.0.user)).await?,
+        ))
     }
 
     /// Delete a listing (seller only). A reserved listing must be released first.
@@ -726,7 +779,9 @@ impl ListingsApi {
         id: Path<i64>,
     ) -> AppResult<Json<ListingDetail>> {
         let l = service::bump(&state.db, auth.0.id(), id.0).await?;
-        Ok(Json(detail(&state, l, Some(&auth.0.user)).await?))
+        Ok(Json(
+            detail(&state, l, &auth.0.user, Some(&auth.0.user)).await?,
+        ))
     }
 
     /// Favourite a listing (idempotent).
@@ -796,6 +851,8 @@ impl ListingsApi {
         t: Transition,
     ) -> AppResult<Json<ListingDetail>> {
         let l = service::transition(&state.db, id, Actor::Seller(auth.0.id()), t, None).await?;
-        Ok(Json(detail(state, l, Some(&auth.0.user)).await?))
+        Ok(Json(
+            detail(state, l, &auth.0.user, Some(&auth.0.user)).await?,
+        ))
     }
 }

@@ -87,7 +87,20 @@ pub mod listing {
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-    pub enum Relation {}
+    pub enum Relation {
+        #[sea_orm(
+            belongs_to = "crate::users::model::user::Entity",
+            from = "Column::SellerId",
+            to = "crate::users::model::user::Column::Id"
+        )]
+        Seller,
+    }
+
+    impl Related<crate::users::model::user::Entity> for Entity {
+        fn to() -> RelationDef {
+            Relation::Seller.def()
+        }
+    }
 
     impl ActiveModelBehavior for ActiveModel {}
 }

@@ -379,6 +379,28 @@ pub async fn visible(
     }
 }
 
+/// [`visible`], with the seller's account fetched in the same query (the detail page needs both).
+pub async fn visible_with_seller(
+    db: &impl ConnectionTrait,
+    id: i64,
+    viewer: Option<i64>,
+) -> AppResult<(listing::Model, user::Model)> {
+    match listing::Entity::find_by_id(id)
+        .find_also_related(user::Entity)
+        .one(db)
+        .await?
+    {
+        Some((l, Some(seller)))
+            if l.status != Status::Deleted
+                && seller.status != user::Status::Deleted
+                && (l.status.visible_to_others() || Some(l.seller_id) == viewer) =>
+        {
+            Ok((l, seller))
+        }
+        _ => Err(AppError::not_found("listing")),
+    }
+}
+
 /// The caller's own listing, or 404 (not visible) / 403 (someone else's).
 async fn owned(db: &impl ConnectionTrait, id: i64, seller_id: i64) -> AppResult<listing::Model> {
     let l = visible(db, id, Some(seller_id)).await?;
