@@ -99,6 +99,13 @@ async fn serve_logs_json_and_stops_gracefully_on_sigterm() {
     let body: serde_json::Value = resp.json().await.unwrap();
     let token = body["token"].as_str().unwrap().to_string();
 
+    // A request still in flight when SIGTERM arrives is finished, not cut off.
+    let slow = tokio::spawn({
+        let http = http.clone();
+        let url = format!("{base}/sandbox/wechat/_sandbox/sleep?ms=800");
+        async move { http.get(url).send().await.map(|r| r.status().as_u16()) }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
@@ -116,6 +123,12 @@ async fn serve_logs_json_and_stops_gracefully_on_sigterm() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(exit.success(), "service exited with {exit}");
+    assert_eq!(
+        slow.await
+            .unwrap()
+            .expect("the in-flight request got an answer"),
+        200
+    );
 
     let logs = std::fs::read_to_string(&log_path).unwrap();
     let mut saw_login = false;

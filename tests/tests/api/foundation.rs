@@ -228,3 +228,46 @@ app_test!(
         assert!(resp.text().await.unwrap().contains("swagger"));
     }
 );
+
+app_test!(
+    async fn a_session_in_use_slides_forward(backend) {
+        use campus_trade::auth::sessions::{hash_token, session};
+        use sea_orm::{EntityTrait, sea_query::Expr};
+        let app = TestApp::spawn(backend).await;
+        let alice = app.login("alice").await;
+        let hash = hash_token(&alice.token);
+        let soon = chrono::Utc::now() + chrono::Duration::hours(1);
+
+        // Make the session nearly lapsed, in whichever store holds it.
+        match app.state.kv.as_redis() {
+            Some(redis) => {
+                let key = redis.key(&format!("session:{hash}"));
+                let _: () = redis::cmd("EXPIRE").arg(&key).arg(3600).query_async(&mut redis.conn.clone()).await.unwrap();
+            }
+            None => {
+                session::Entity::update_many()
+                    .col_expr(session::Column::ExpiresAt, Expr::value(soon))
+                    .exec(&app.state.db)
+                    .await
+                    .unwrap();
+            }
+        }
+
+        let (s, _) = app.get("/api/v1/me", Some(&alice.token)).await;
+        assert_eq!(s, StatusCode::OK);
+
+        // Using it pushed the expiry a full lifetime ahead again.
+        let left = match app.state.kv.as_redis() {
+            Some(redis) => {
+                let key = redis.key(&format!("session:{hash}"));
+                let ttl: i64 = redis::cmd("TTL").arg(&key).query_async(&mut redis.conn.clone()).await.unwrap();
+                chrono::Duration::seconds(ttl)
+            }
+            None => {
+                let row = session::Entity::find_by_id(hash.clone()).one(&app.state.db).await.unwrap().unwrap();
+                row.expires_at - chrono::Utc::now()
+            }
+        };
+        assert!(left > chrono::Duration::days(29), "session expiry did not slide: {left}");
+    }
+);

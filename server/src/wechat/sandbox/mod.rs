@@ -303,6 +303,20 @@ fn stats(sb: Data<&Arc<Sandbox>>) -> Json<Value> {
     Json(json!({ "calls": inner.calls }))
 }
 
+#[derive(Deserialize)]
+struct SleepQuery {
+    ms: Option<u64>,
+}
+
+/// `GET /_sandbox/sleep?ms=N`: answers after N milliseconds (at most 5000), like a slow WeChat. Lets a test keep
+/// a request in flight (graceful shutdown) or exercise client timeouts.
+#[handler]
+async fn sleep(Query(q): Query<SleepQuery>) -> Json<Value> {
+    let ms = q.ms.unwrap_or(0).min(5000);
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+    Json(json!({ "slept_ms": ms }))
+}
+
 /// `POST /_sandbox/expire-tokens`: every access token issued so far stops working at once (42001), as if
 /// WeChat had expired them early.
 #[handler]
@@ -326,6 +340,7 @@ pub fn routes(sandbox: Arc<Sandbox>) -> impl poem::Endpoint {
         .at("/cgi-bin/get_api_domain_ip", get(api_domain_ip))
         .at("/_sandbox/stats", get(stats))
         .at("/_sandbox/expire-tokens", post(expire_tokens))
+        .at("/_sandbox/sleep", get(sleep))
         .at("/wxa/msg_sec_check", post(security::msg_sec_check))
         .at("/wxa/media_check_async", post(security::media_check_async))
         .at("/_sandbox/keywords", post(security::add_keyword))
