@@ -116,6 +116,12 @@ pub async fn wechat_login(
     if user.is_banned(util::now()) {
         return Err(super::extract::banned_error(&user));
     }
+    if user.status == user::Status::Deleted {
+        return Err(AppError::forbidden(
+            "account_deleted",
+            "this account was deleted",
+        ));
+    }
     users::touch_login(&state.db, user.id).await?;
     let (token, expires_at) = state.sessions.create(user.id).await?;
     tracing::info!(user_id = user.id, is_new_user, "student logged in");

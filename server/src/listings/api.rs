@@ -351,7 +351,12 @@ pub async fn detail(
     seller: &user::Model,
     viewer: Option<&user::Model>,
 ) -> AppResult<ListingDetail> {
-    let cat = state.catalogue.get(&state.db).await?;
+    let cat = state
+        .catalogue
+        .get_with(&state.db, |c| {
+            c.schools.contains_key(&l.school_id) && c.category_by_id.contains_key(&l.category_id)
+        })
+        .await?;
     let imgs = images::service::for_targets(&state.db, "listing", &[l.id])
         .await?
         .remove(&l.id)

@@ -84,6 +84,31 @@ impl Catalogue {
             .map(|(s, _)| Arc::clone(s))
     }
 
+    /// The snapshot, reloaded first when it lacks something the caller knows should be there (`has` is false):
+    /// a school or category created on another instance within the last [`MAX_AGE`]. A miss reloads at most
+    /// once a second, so requests for ids that do not exist cannot make every request reload.
+    pub async fn get_with(
+        &self,
+        db: &DatabaseConnection,
+        has: impl Fn(&Snapshot) -> bool,
+    ) -> AppResult<Arc<Snapshot>> {
+        let snap = self.get(db).await?;
+        if has(&snap) {
+            return Ok(snap);
+        }
+        let recent = {
+            let guard = self.current.read().unwrap_or_else(|p| p.into_inner());
+            guard
+                .as_ref()
+                .is_some_and(|(_, at)| at.elapsed() < Duration::from_secs(1))
+        };
+        if recent {
+            return Ok(snap);
+        }
+        self.invalidate();
+        self.get(db).await
+    }
+
     /// Forget the snapshot so the next read reloads it (after this instance changed the catalogue).
     pub fn invalidate(&self) {
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = None;

@@ -32,6 +32,8 @@ pub const PRICE_MAX: i64 = 10_000_000;
 pub const MAX_IMAGES: usize = 9;
 pub const MAX_PLACES: usize = 5;
 pub const PAGE_MAX: u64 = 50;
+/// Longest moderation label stored (the column is 40 characters).
+pub const LABEL_MAX: usize = 40;
 /// Listings a student may publish per hour.
 pub const PUBLISH_PER_HOUR: u64 = 30;
 
@@ -77,6 +79,11 @@ pub struct ListingPatch {
     pub trade_methods: Option<Vec<TradeMethod>>,
     pub meetup_place_ids: Option<Vec<i64>>,
     pub campus_id: Option<Option<i64>>,
+}
+
+/// At most `max` characters of `s`.
+fn clip(s: &str, max: usize) -> String {
+    s.chars().take(max).collect()
 }
 
 fn count_chars(s: &str) -> usize {
@@ -158,7 +165,19 @@ async fn validate_references(
     school_id: i64,
     input: &ListingInput,
 ) -> AppResult<()> {
-    let cat = state.catalogue.get(&state.db).await?;
+    let cat = state
+        .catalogue
+        .get_with(&state.db, |c| {
+            c.category_by_id.contains_key(&input.category_id)
+                && input
+                    .campus_id
+                    .is_none_or(|id| c.campuses.contains_key(&id))
+                && input
+                    .meetup_place_ids
+                    .iter()
+                    .all(|p| c.places.contains_key(p))
+        })
+        .await?;
     let mut problems = BTreeMap::new();
     if cat
         .category_by_id
@@ -264,7 +283,10 @@ pub async fn create(
             "choose your school in your profile before publishing",
         ));
     };
-    let cat = state.catalogue.get(&state.db).await?;
+    let cat = state
+        .catalogue
+        .get_with(&state.db, |c| c.schools.contains_key(&school_id))
+        .await?;
     if cat
         .schools
         .get(&school_id)
@@ -512,20 +534,25 @@ pub async fn update(
                     updated_at: Set(now),
                     ..Default::default()
                 };
-                // Optimistic: applies only if nobody changed the status since we read it.
+                // Optimistic: applies only if nobody changed the listing since we read it (status, price, label),
+                // so concurrent edits cannot both win and the price history never records a stale price.
                 let res = listing::Entity::update_many()
                     .set(change)
                     .filter(listing::Column::Id.eq(id))
                     .filter(listing::Column::SellerId.eq(seller_id))
                     .filter(listing::Column::Status.eq(current.status))
+                    .filter(listing::Column::UpdatedAt.eq(current.updated_at))
                     .exec(txn)
                     .await?;
                 if res.rows_affected != 1 {
-                    let now_status = listing::Entity::find_by_id(id)
-                        .one(txn)
-                        .await?
-                        .map(|l| l.status)
-                        .unwrap_or(Status::Deleted);
+                    let now_status =
+                        listing::Entity::find_by_id(id).one(txn).await?.map(|l| l.status).unwrap_or(Status::Deleted);
+                    if now_status.editable() {
+                        return Err(AppError::conflict(
+                            "listing_changed",
+                            "the listing changed while you were editing it; reload it and try again",
+                        ));
+                    }
                     return Err(refused(now_status, "edit"));
                 }
                 if input.price != current.price {
@@ -601,9 +628,8 @@ pub async fn transition_in(
     t: Transition,
     label: Option<String>,
 ) -> AppResult<listing::Model> {
-    if let Actor::Seller(seller) = actor {
-        owned(txn, id, seller).await?;
-    }
+    // The conditional UPDATE comes first (with the seller in its WHERE), the read after it: on SQLite a
+    // transaction that reads first and writes later fails when another connection committed in between.
     let (from, to) = t.rule();
     let now = util::now();
     // A listing content security holds (label set) relists into review, not on sale: withdrawing and relisting
@@ -620,7 +646,10 @@ pub async fn transition_in(
         q = q.col_expr(listing::Column::SoldAt, Expr::value(now));
     }
     if matches!(t, Transition::HoldForReview | Transition::Remove) {
-        q = q.col_expr(listing::Column::ModerationLabel, Expr::value(label));
+        q = q.col_expr(
+            listing::Column::ModerationLabel,
+            Expr::value(label.map(|l| clip(&l, LABEL_MAX))),
+        );
     }
     if t == Transition::Approve {
         q = q.col_expr(
@@ -628,18 +657,32 @@ pub async fn transition_in(
             Expr::value(Option::<String>::None),
         );
     }
-    let res = q
+    q = q
         .filter(listing::Column::Id.eq(id))
-        .filter(listing::Column::Status.is_in(from.iter().copied()))
-        .exec(txn)
-        .await?;
+        .filter(listing::Column::Status.is_in(from.iter().copied()));
+    if let Actor::Seller(seller) = actor {
+        q = q.filter(listing::Column::SellerId.eq(seller));
+    }
+    let res = q.exec(txn).await?;
+    if res.rows_affected != 1 {
+        // Say why: not there (or not visible to this seller), not theirs, or not in a status that allows it.
+        let seller = match actor {
+            Actor::Seller(s) => Some(s),
+            Actor::System => None,
+        };
+        let row = match seller {
+            Some(s) => owned(txn, id, s).await?,
+            None => listing::Entity::find_by_id(id)
+                .one(txn)
+                .await?
+                .ok_or_else(|| AppError::not_found("listing"))?,
+        };
+        return Err(refused(row.status, t.verb()));
+    }
     let row = listing::Entity::find_by_id(id)
         .one(txn)
         .await?
         .ok_or_else(|| AppError::not_found("listing"))?;
-    if res.rows_affected != 1 {
-        return Err(refused(row.status, t.verb()));
-    }
     if t == Transition::Delete {
         // The photos of a deleted listing go with it (the sweep removes detached images).
         images::service::detach_all(txn, "listing", id).await?;
@@ -647,40 +690,42 @@ pub async fn transition_in(
     Ok(row)
 }
 
-/// Content security flagged one of the listing's images: take it off the feeds and queue it for an operator.
-/// Idempotent. A withdrawn listing keeps the label, so relisting it goes to review; a sold, removed or already
-/// held one is left as it is.
+/// Content security flagged one of the listing's images. A public listing leaves the feeds and waits for an
+/// operator (`pending_review`); a withdrawn or already held one keeps the label, so relisting or approving it is
+/// an operator's informed decision; a sold one, still visible by link, is taken down (`removed`). Idempotent.
 pub async fn hold_for_review(db: &DatabaseConnection, id: i64, label: &str) -> AppResult<()> {
-    match transition(
-        db,
-        id,
-        Actor::System,
-        Transition::HoldForReview,
-        Some(label.to_string()),
-    )
-    .await
-    {
+    let label = clip(label, LABEL_MAX);
+    let current = match listing::Entity::find_by_id(id).one(db).await? {
+        Some(l) => l.status,
+        None => return Ok(()),
+    };
+    let t = match current {
+        Status::OnSale | Status::Reserved => Transition::HoldForReview,
+        Status::Sold => Transition::Remove,
+        Status::Withdrawn | Status::PendingReview => {
+            listing::Entity::update_many()
+                .col_expr(listing::Column::ModerationLabel, Expr::value(label.clone()))
+                .col_expr(listing::Column::UpdatedAt, Expr::value(util::now()))
+                .filter(listing::Column::Id.eq(id))
+                .filter(listing::Column::Status.eq(current))
+                .exec(db)
+                .await?;
+            return Ok(());
+        }
+        Status::Removed | Status::Deleted => return Ok(()),
+    };
+    match transition(db, id, Actor::System, t, Some(label.clone())).await {
         Ok(_) => {
             tracing::warn!(
                 listing_id = id,
                 label,
-                "listing held for review by content security"
+                to = t.verb(),
+                "listing taken off the feeds by content security"
             );
             Ok(())
         }
-        Err(AppError::InvalidTransition { current, .. })
-            if current == Status::Withdrawn.as_str() =>
-        {
-            // Off sale already: remember the verdict so relisting sends it to review.
-            listing::Entity::update_many()
-                .col_expr(listing::Column::ModerationLabel, Expr::value(label))
-                .filter(listing::Column::Id.eq(id))
-                .filter(listing::Column::Status.eq(Status::Withdrawn))
-                .exec(db)
-                .await?;
-            Ok(())
-        }
-        Err(AppError::InvalidTransition { .. }) | Err(AppError::NotFound { .. }) => Ok(()),
+        // The status moved meanwhile: look again.
+        Err(AppError::InvalidTransition { .. }) => Box::pin(hold_for_review(db, id, &label)).await,
         Err(e) => Err(e),
     }
 }
@@ -705,6 +750,14 @@ pub async fn bump(db: &DatabaseConnection, seller_id: i64, id: i64) -> AppResult
         .exec(db)
         .await?;
     if res.rows_affected != 1 {
+        let now_status = listing::Entity::find_by_id(id)
+            .one(db)
+            .await?
+            .map(|l| l.status)
+            .unwrap_or(Status::Deleted);
+        if now_status != Status::OnSale {
+            return Err(refused(now_status, "bump"));
+        }
         return Err(AppError::conflict(
             "bump_too_soon",
             format!(
@@ -983,9 +1036,6 @@ pub async fn favorite(db: &DatabaseConnection, user_id: i64, id: i64) -> AppResu
             "you cannot favourite your own listing",
         ));
     }
-    if !Status::PUBLIC.contains(&l.status) {
-        return Err(refused(l.status, "favourite"));
-    }
     let txn = db.begin().await?;
     let inserted = favorite::Entity::insert(favorite::ActiveModel {
         user_id: Set(user_id),
@@ -1003,7 +1053,27 @@ pub async fn favorite(db: &DatabaseConnection, user_id: i64, id: i64) -> AppResu
     .exec_without_returning(&txn)
     .await?;
     if inserted == 1 {
-        adjust_favorites(&txn, id, 1).await?;
+        // The count moves only while the listing is public; otherwise the favourite is undone (a listing sold or
+        // withdrawn at this very moment cannot gain one).
+        let res = listing::Entity::update_many()
+            .col_expr(
+                listing::Column::FavoriteCount,
+                Expr::col(listing::Column::FavoriteCount).add(1),
+            )
+            .filter(listing::Column::Id.eq(id))
+            .filter(Expr::cust(PUBLIC_PREDICATE))
+            .exec(&txn)
+            .await?;
+        if res.rows_affected != 1 {
+            txn.rollback().await?;
+            let now = listing::Entity::find_by_id(id)
+                .one(db)
+                .await?
+                .map(|l| l.status)
+                .unwrap_or(Status::Deleted);
+            return Err(refused(now, "favourite"));
+        }
+        refresh_hot(&txn, id).await?;
     }
     txn.commit().await?;
     Ok(())
@@ -1143,11 +1213,18 @@ impl ViewBuffer {
             .or_default() += 1;
     }
 
-    /// Writes the buffered counts (and the popularity they change). Returns how many listings were updated.
+    /// Writes the buffered counts (and the popularity they change). A count leaves the buffer only once it is
+    /// written, so a database error, or the job being stopped halfway, keeps the rest for the next flush.
+    /// Returns how many listings were updated.
     pub async fn flush(&self, db: &DatabaseConnection) -> AppResult<usize> {
-        let batch: HashMap<i64, i64> =
-            std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()));
-        for (id, n) in &batch {
+        let snapshot: Vec<(i64, i64)> = self
+            .pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(k, v)| (*k, *v))
+            .collect();
+        for (id, n) in &snapshot {
             let txn = db.begin().await?;
             listing::Entity::update_many()
                 .col_expr(
@@ -1159,8 +1236,15 @@ impl ViewBuffer {
                 .await?;
             refresh_hot(&txn, *id).await?;
             txn.commit().await?;
+            let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(left) = pending.get_mut(id) {
+                *left -= n;
+                if *left <= 0 {
+                    pending.remove(id);
+                }
+            }
         }
-        Ok(batch.len())
+        Ok(snapshot.len())
     }
 }
 

@@ -343,10 +343,14 @@ pub fn mask_student_number(normalized: &str) -> String {
 
 /// The end of the graduation year (31 December, 23:59:59 UTC): when a verification lapses.
 pub fn end_of_year(year: i32) -> DateTime<Utc> {
+    let year = year.clamp(GRADUATION_YEARS.0, GRADUATION_YEARS.1);
     Utc.with_ymd_and_hms(year, 12, 31, 23, 59, 59)
         .single()
-        .expect("valid date")
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
+
+/// Graduation years the service accepts anywhere (rosters, requests); outside them a year is a typo.
+pub const GRADUATION_YEARS: (i32, i32) = (2000, 2100);
 
 /// The expected graduation year: as given, else from the roster, else from the enrolment year that most
 /// Chinese student numbers start with (plus four years), else four years from now.
@@ -464,21 +468,33 @@ pub async fn submit_verification(
     }
 
     let hash = student_number_hash(&school, &normalized);
-    let user_id = user.id;
     let real_name_for_txn = real_name.clone();
+    // Look-ups happen before the transaction: on SQLite a transaction that reads first and writes later fails
+    // when another connection committed in between. The identity's primary key still settles any race.
+    if let Some(existing) = student_identity::Entity::find_by_id((school.id, hash.clone()))
+        .one(db)
+        .await?
+        && existing.user_id != user.id
+        && existing.verified_until > now
+    {
+        return Err(AppError::conflict(
+            "student_number_taken",
+            "this student number is already verified for another account",
+        ));
+    }
+    let roster = roster_entry::Entity::find_by_id((school.id, hash.clone()))
+        .one(db)
+        .await?;
+    let year = expected_graduation_year(
+        input.graduation_year,
+        roster.as_ref().and_then(|r| r.graduation_year),
+        &normalized,
+        now,
+    );
+    let approved = roster.is_some();
+    let user_id = user.id;
     db.transaction::<_, verification_request::Model, AppError>(move |txn| {
         Box::pin(async move {
-            ensure_number_free(txn, school.id, &hash, user_id, now).await?;
-            let roster = roster_entry::Entity::find_by_id((school.id, hash.clone()))
-                .one(txn)
-                .await?;
-            let year = expected_graduation_year(
-                input.graduation_year,
-                roster.as_ref().and_then(|r| r.graduation_year),
-                &normalized,
-                now,
-            );
-            let approved = roster.is_some();
             let request = verification_request::ActiveModel {
                 user_id: Set(user_id),
                 school_id: Set(school.id),
@@ -500,6 +516,7 @@ pub async fn submit_verification(
             .insert(txn)
             .await?;
             if approved {
+                ensure_number_free(txn, school.id, &hash, user_id, now).await?;
                 grant_verification(txn, user_id, school.id, &hash, end_of_year(year), now).await?;
             }
             Ok(request)
@@ -591,7 +608,7 @@ pub async fn approve_verification(
     request_id: i64,
     decided_by: &str,
 ) -> AppResult<verification_request::Model> {
-    let decided_by = decided_by.to_string();
+    let decided_by: String = decided_by.chars().take(64).collect();
     db.transaction::<_, verification_request::Model, AppError>(move |txn| {
         Box::pin(async move {
             let now = util::now();
@@ -642,7 +659,8 @@ pub async fn reject_verification(
             "must be 1–200 characters",
         ));
     }
-    let (decided_by, reason) = (decided_by.to_string(), reason.to_string());
+    let (decided_by, reason): (String, String) =
+        (decided_by.chars().take(64).collect(), reason.to_string());
     db.transaction::<_, verification_request::Model, AppError>(move |txn| {
         Box::pin(async move {
             decide(
@@ -740,6 +758,14 @@ pub async fn import_roster(
     let mut report = RosterReport::default();
     let mut entries = Vec::new();
     for (i, row) in rows.into_iter().enumerate() {
+        if let Some(y) = row.graduation_year
+            && !(GRADUATION_YEARS.0..=GRADUATION_YEARS.1).contains(&y)
+        {
+            report
+                .rejected
+                .push((i + 1, format!("graduation year {y} is not plausible")));
+            continue;
+        }
         match normalize_student_number(&row.student_number) {
             Ok(n) => entries.push(roster_entry::ActiveModel {
                 school_id: Set(school.id),
@@ -780,6 +806,13 @@ pub async fn ban_user(
     reason: &str,
     until: Option<DateTime<Utc>>,
 ) -> AppResult<()> {
+    let reason = reason.trim();
+    if reason.is_empty() || reason.chars().count() > 200 {
+        return Err(AppError::invalid_field(
+            "reason",
+            "must be 1–200 characters",
+        ));
+    }
     let res = user::Entity::update_many()
         .col_expr(user::Column::Status, Expr::value(user::Status::Banned))
         .col_expr(user::Column::BanReason, Expr::value(reason))
