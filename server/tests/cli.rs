@@ -143,10 +143,12 @@ async fn serve_logs_json_and_stops_gracefully_on_sigterm() {
     }
     assert!(saw_login, "no request log line for the login:\n{logs}");
     assert!(logs.contains("SANDBOX MODE"), "sandbox mode is announced");
+    // The app secret, the session token and the student's WeChat identity never appear.
+    let openid = campus_trade::wechat::sandbox::openid_for("alice");
     for secret in [
         campus_trade::wechat::SANDBOX_SECRET,
         token.as_str(),
-        "session_key",
+        openid.as_str(),
     ] {
         assert!(
             !logs.contains(secret),

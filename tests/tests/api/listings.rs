@@ -573,3 +573,93 @@ app_test!(
         assert_eq!(s, StatusCode::NOT_FOUND);
     }
 );
+
+app_test!(
+    async fn racing_transitions_have_one_winner(backend) {
+        let app = TestApp::spawn(backend).await;
+        let d = demo(&app).await;
+        let alice = seller(&app, "alice", &d).await;
+        let l = publish(&app, &alice, &d, "抢手的台灯", 1000, d.lamps).await;
+        let path = format!("/api/v1/listings/{}/reserve", l["id"]);
+        let mut tasks = Vec::new();
+        for _ in 0..10 {
+            let (http, url, token) = (app.http.clone(), app.url(&path), alice.token.clone());
+            tasks.push(tokio::spawn(async move { http.post(url).bearer_auth(token).send().await.unwrap().status() }));
+        }
+        let mut statuses = Vec::new();
+        for t in tasks {
+            statuses.push(t.await.unwrap());
+        }
+        assert_eq!(statuses.iter().filter(|s| **s == StatusCode::OK).count(), 1, "{statuses:?}");
+        assert_eq!(statuses.iter().filter(|s| **s == StatusCode::CONFLICT).count(), 9, "{statuses:?}");
+
+        // Two edits of the same version: never both applied over each other silently.
+        let edit = format!("/api/v1/listings/{}", l["id"]);
+        let mut edits = Vec::new();
+        for price in [900, 800] {
+            let (http, url, token) = (app.http.clone(), app.url(&edit), alice.token.clone());
+            edits.push(tokio::spawn(async move {
+                http.patch(url).bearer_auth(token).json(&json!({ "price": price })).send().await.unwrap().status()
+            }));
+        }
+        let mut ok = 0;
+        for e in edits {
+            let s = e.await.unwrap();
+            assert!(s == StatusCode::OK || s == StatusCode::CONFLICT, "{s}");
+            ok += usize::from(s == StatusCode::OK);
+        }
+        use campus_trade::listings::model::price_change;
+        let history = price_change::Entity::find()
+            .filter(price_change::Column::ListingId.eq(l["id"].as_i64().unwrap()))
+            .all(&app.state.db)
+            .await
+            .unwrap();
+        assert_eq!(history.len(), ok, "one price-history row per applied edit");
+        if history.len() == 2 {
+            assert_eq!(history[1].old_price, history[0].new_price, "history never records a stale price");
+        }
+    }
+);
+
+app_test!(
+    async fn popular_sort_and_remaining_filters(backend) {
+        let app = TestApp::spawn(backend).await;
+        let d = demo(&app).await;
+        let alice = seller(&app, "alice", &d).await;
+        let bob = app.login("bob").await;
+        let carol = app.login("carol").await;
+        let quiet = publish(&app, &alice, &d, "没人看的台灯", 1000, d.lamps).await["id"].as_i64().unwrap();
+        let loved = publish(&app, &alice, &d, "抢手的自行车", 1000, d.bikes).await["id"].as_i64().unwrap();
+        let newest = publish(&app, &alice, &d, "刚发布的台灯", 1000, d.lamps).await["id"].as_i64().unwrap();
+        for who in [&bob, &carol] {
+            let (s, _, _) = app.send(Method::PUT, &format!("/api/v1/listings/{loved}/favorite"), Some(&who.token), None).await;
+            assert_eq!(s, StatusCode::NO_CONTENT);
+        }
+        let ids = |v: &Value| -> Vec<i64> { v["items"].as_array().unwrap().iter().map(|c| c["id"].as_i64().unwrap()).collect() };
+        let (_, page) = app.get("/api/v1/listings?sort=popular", None).await;
+        assert_eq!(ids(&page)[0], loved, "two favourites beat a few minutes of freshness");
+        // Paging through `popular` with a float cursor.
+        let (_, p1) = app.get("/api/v1/listings?sort=popular&limit=1", None).await;
+        let (s, p2) = app.get(&format!("/api/v1/listings?sort=popular&limit=1&cursor={}", p1["next_cursor"].as_str().unwrap()), None).await;
+        assert_eq!(s, StatusCode::OK);
+        assert_eq!(ids(&p1).len() + ids(&p2).len(), 2);
+        assert_ne!(ids(&p1), ids(&p2));
+
+        // Other filters.
+        let (_, by_campus) = app.get(&format!("/api/v1/listings?campus_id={}", d.campus), None).await;
+        assert_eq!(ids(&by_campus).len(), 3);
+        let (_, other_campus) = app.get(&format!("/api/v1/listings?campus_id={}", d.campus + 1), None).await;
+        assert!(ids(&other_campus).is_empty());
+        let (_, by_school) = app.get(&format!("/api/v1/listings?school_id={}", d.school), None).await;
+        assert_eq!(ids(&by_school).len(), 3);
+        let (_, none) = app.get("/api/v1/listings?school_id=999999", None).await;
+        assert!(ids(&none).is_empty());
+        let (_, like_new) = app.get("/api/v1/listings?condition=like_new", None).await;
+        assert_eq!(ids(&like_new).len(), 3);
+        let (_, poor) = app.get("/api/v1/listings?condition=poor&condition=fair", None).await;
+        assert!(ids(&poor).is_empty());
+        let (_, one) = app.get("/api/v1/listings?limit=0", None).await;
+        assert_eq!(ids(&one), vec![newest], "a limit below 1 is raised to 1");
+        let _ = quiet;
+    }
+);

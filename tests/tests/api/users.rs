@@ -301,3 +301,57 @@ app_test!(
         assert_eq!((s, b["code"].as_str()), (StatusCode::FORBIDDEN, Some("account_banned")));
     }
 );
+
+app_test!(
+    async fn the_badge_lapses_at_the_end_of_the_verification(backend) {
+        let app = TestApp::spawn(backend).await;
+        let (school, _) = demo_school(&app).await;
+        users::import_roster(&app.state.db, school, vec![users::RosterRow { student_number: "2022000999".into(), graduation_year: Some(2026) }])
+            .await
+            .unwrap();
+        let alice = app.login("alice").await;
+        let bob = app.login("bob").await;
+        let (s, v) = app
+            .post("/api/v1/me/verification", Some(&alice.token), &json!({ "school_id": school, "student_number": "2022000999" }))
+            .await;
+        assert_eq!((s, v["status"].as_str()), (StatusCode::OK, Some("verified")));
+
+        // Graduation passes.
+        use campus_trade::users::model::user;
+        use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, sea_query::Expr};
+        user::Entity::update_many()
+            .col_expr(user::Column::VerifiedUntil, Expr::value(chrono::Utc::now() - chrono::Duration::days(1)))
+            .filter(user::Column::Id.eq(alice.id))
+            .exec(&app.state.db)
+            .await
+            .unwrap();
+        let (_, v) = app.get("/api/v1/me/verification", Some(&alice.token)).await;
+        assert_eq!(v["status"], "expired");
+        let (_, me) = app.get("/api/v1/me", Some(&alice.token)).await;
+        assert_eq!(me["verified_student"], Value::Null);
+        let (_, public) = app.get(&format!("/api/v1/users/{}", alice.id), Some(&bob.token)).await;
+        assert_eq!(public["verified_student"], Value::Null);
+    }
+);
+
+app_test!(
+    async fn a_deleted_account_cannot_be_used_or_logged_into(backend) {
+        let app = TestApp::spawn(backend).await;
+        let gone = app.login("gone").await;
+        use campus_trade::users::model::user;
+        use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, sea_query::Expr};
+        user::Entity::update_many()
+            .col_expr(user::Column::Status, Expr::value(user::Status::Deleted))
+            .filter(user::Column::Id.eq(gone.id))
+            .exec(&app.state.db)
+            .await
+            .unwrap();
+        let (s, b) = app.get("/api/v1/me", Some(&gone.token)).await;
+        assert_eq!((s, b["code"].as_str()), (StatusCode::UNAUTHORIZED, Some("unauthorized")));
+        let (s, b) = app.post("/api/v1/auth/wechat-login", None, &json!({ "code": "gone-9" })).await;
+        assert_eq!((s, b["code"].as_str()), (StatusCode::FORBIDDEN, Some("account_deleted")));
+        let other = app.login("other").await;
+        let (s, _) = app.get(&format!("/api/v1/users/{}", gone.id), Some(&other.token)).await;
+        assert_eq!(s, StatusCode::NOT_FOUND);
+    }
+);
