@@ -80,6 +80,8 @@ pub struct Config {
     pub image_uploads_per_10_minutes: u32,
     /// How often the sweep of unattached images runs.
     pub image_sweep_interval: Duration,
+    /// Distinct students whose open reports hide a post, comment or listing until an operator decides.
+    pub report_hide_threshold: u32,
 }
 
 /// Where a setting's raw text comes from: the environment first, then the optional TOML file.
@@ -222,6 +224,10 @@ impl Config {
         if image_uploads_per_10_minutes == 0 {
             bail!("IMAGE_UPLOADS_PER_10_MINUTES must be at least 1");
         }
+        let report_hide_threshold: u32 = src.parse("REPORT_HIDE_THRESHOLD", 5)?;
+        if report_hide_threshold == 0 {
+            bail!("REPORT_HIDE_THRESHOLD must be at least 1");
+        }
         let max_connections = if database_url.starts_with("sqlite:") {
             8
         } else {
@@ -249,6 +255,7 @@ impl Config {
             shutdown_grace: Duration::from_secs(src.parse("SHUTDOWN_GRACE_SECONDS", 20)?),
             image_uploads_per_10_minutes,
             image_sweep_interval: Duration::from_secs(image_sweep_seconds),
+            report_hide_threshold,
         })
     }
 
@@ -385,6 +392,18 @@ mod tests {
         assert!(err.to_string().contains("IMAGE_SWEEP_INTERVAL_SECONDS"));
         let err = Config::from_vars(vars(&[("IMAGE_UPLOADS_PER_10_MINUTES", "0")])).unwrap_err();
         assert!(err.to_string().contains("IMAGE_UPLOADS_PER_10_MINUTES"));
+    }
+
+    #[test]
+    fn report_threshold_has_a_default_and_a_floor() {
+        assert_eq!(
+            Config::from_vars(vars(&[])).unwrap().report_hide_threshold,
+            5
+        );
+        let c = Config::from_vars(vars(&[("REPORT_HIDE_THRESHOLD", "2")])).unwrap();
+        assert_eq!(c.report_hide_threshold, 2);
+        let err = Config::from_vars(vars(&[("REPORT_HIDE_THRESHOLD", "0")])).unwrap_err();
+        assert!(err.to_string().contains("REPORT_HIDE_THRESHOLD"));
     }
 
     #[test]

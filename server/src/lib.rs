@@ -10,6 +10,7 @@ pub mod auth;
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod forum;
 pub mod health;
 pub mod images;
 pub mod jobs;
@@ -53,6 +54,9 @@ pub type StudentApis = (
     users::api::SchoolsApi,
     listings::api::ListingsApi,
     images::api::ImagesApi,
+    forum::api::ForumApi,
+    moderation::reports::ReportsApi,
+    users::blocks::BlocksApi,
 );
 
 fn student_apis() -> StudentApis {
@@ -63,6 +67,9 @@ fn student_apis() -> StudentApis {
         users::api::SchoolsApi,
         listings::api::ListingsApi,
         images::api::ImagesApi,
+        forum::api::ForumApi,
+        moderation::reports::ReportsApi,
+        users::blocks::BlocksApi,
     )
 }
 

@@ -5,6 +5,7 @@
 pub mod hooks;
 pub mod model;
 pub mod push;
+pub mod reports;
 pub mod service;
 
 pub use service::{Scene, Verdict, check_text, submit_media_check};

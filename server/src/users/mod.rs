@@ -1,5 +1,6 @@
 //! Students: accounts, profiles, schools and campuses, and student verification.
 
 pub mod api;
+pub mod blocks;
 pub mod model;
 pub mod service;

@@ -1,0 +1,1316 @@
+//! Rules of the campus circle, free of HTTP: publishing posts and comments with content checks, the edit window,
+//! soft deletion, votes whose totals never drift, the stored hot rank, keyset-paged feeds that leave out
+//! what the viewer blocked, and the hiding and pinning that moderation uses.
+//!
+//! Every state change is one conditional UPDATE (or an insert) inside a transaction whose first statement is a
+//! write: on SQLite a transaction that reads first and writes later fails when another connection committed
+//! in between, so look-ups happen before `begin()`.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use base64::Engine;
+use chrono::{DateTime, Utc};
+use sea_orm::{
+    ActiveModelTrait,
+    ActiveValue::Set,
+    ColumnTrait, Condition, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter,
+    QueryOrder, QuerySelect, TransactionTrait,
+    sea_query::{Expr, ExprTrait, OnConflict, Query},
+};
+
+use super::model::{Status, board, comment, editable, hot, post, post_listing, vote};
+use crate::{
+    error::{AppError, AppResult},
+    images,
+    listings::model::listing,
+    moderation::{self, Scene, Verdict},
+    state::AppState,
+    users::{blocks::user_block, model::user},
+    util,
+};
+
+pub const TITLE_MAX: usize = 80;
+pub const BODY_MAX: usize = 5000;
+pub const COMMENT_MAX: usize = 1000;
+pub const MAX_IMAGES: usize = 9;
+pub const MAX_LISTINGS: usize = 5;
+pub const PAGE_MAX: u64 = 50;
+/// Replies shown under each top-level comment of a page (the oldest first).
+pub const REPLIES_SHOWN: usize = 20;
+/// Posts a student may publish per hour.
+pub const POSTS_PER_HOUR: u64 = 20;
+/// Comments a student may write per hour.
+pub const COMMENTS_PER_HOUR: u64 = 120;
+const LABEL_MAX: usize = 40;
+
+fn clip(s: &str, max: usize) -> String {
+    s.chars().take(max).collect()
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Boards
+
+/// The boards of a school, in their order.
+pub async fn boards(db: &impl ConnectionTrait, school_id: i64) -> AppResult<Vec<board::Model>> {
+    Ok(board::Entity::find()
+        .filter(board::Column::SchoolId.eq(school_id))
+        .order_by_asc(board::Column::Position)
+        .order_by_asc(board::Column::Id)
+        .all(db)
+        .await?)
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Posts
+
+/// Everything a post says, as the author typed it.
+#[derive(Debug, Clone)]
+pub struct PostInput {
+    pub board_id: i64,
+    pub title: String,
+    pub body: String,
+    pub image_ids: Vec<i64>,
+    pub listing_ids: Vec<i64>,
+    pub anonymous: bool,
+}
+
+/// An edit of a post: `None` keeps a field.
+#[derive(Debug, Clone, Default)]
+pub struct PostPatch {
+    pub title: Option<String>,
+    pub body: Option<String>,
+    pub image_ids: Option<Vec<i64>>,
+    pub listing_ids: Option<Vec<i64>>,
+}
+
+/// Field checks that need no database; every problem is reported at once.
+pub fn validate_post(
+    title: &mut String,
+    body: &mut String,
+    images: &[i64],
+    listings: &[i64],
+) -> AppResult<()> {
+    let mut problems = BTreeMap::new();
+    *title = title.trim().to_string();
+    *body = body.trim().to_string();
+    if !(1..=TITLE_MAX).contains(&title.chars().count()) || title.chars().any(char::is_control) {
+        problems.insert(
+            "title".into(),
+            format!("must be 1–{TITLE_MAX} characters on one line"),
+        );
+    }
+    if body.chars().count() > BODY_MAX {
+        problems.insert(
+            "body".into(),
+            format!("must be at most {BODY_MAX} characters"),
+        );
+    }
+    if images.len() > MAX_IMAGES || images.iter().collect::<HashSet<_>>().len() != images.len() {
+        problems.insert(
+            "image_ids".into(),
+            format!("at most {MAX_IMAGES} distinct uploaded images"),
+        );
+    }
+    if listings.len() > MAX_LISTINGS
+        || listings.iter().collect::<HashSet<_>>().len() != listings.len()
+    {
+        problems.insert(
+            "listing_ids".into(),
+            format!("at most {MAX_LISTINGS} distinct listings"),
+        );
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(AppError::Validation(problems))
+    }
+}
+
+/// The linked listings must exist and be visible to others (or be the author's own).
+/// An anonymous post cannot link the author's own listings: the seller on the card would name them.
+async fn check_listings(
+    db: &DatabaseConnection,
+    author_id: i64,
+    anonymous: bool,
+    ids: &[i64],
+) -> AppResult<()> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let found: HashMap<i64, listing::Model> = listing::Entity::find()
+        .filter(listing::Column::Id.is_in(ids.to_vec()))
+        .all(db)
+        .await?
+        .into_iter()
+        .map(|l| (l.id, l))
+        .collect();
+    for id in ids {
+        if anonymous && found.get(id).is_some_and(|l| l.seller_id == author_id) {
+            return Err(AppError::invalid_field(
+                "listing_ids",
+                "an anonymous post cannot link your own listings (they would show who you are)",
+            ));
+        }
+        let ok = found.get(id).is_some_and(|l| {
+            l.status.visible_to_others()
+                || (l.seller_id == author_id && l.status != listing::Status::Deleted)
+        });
+        if !ok {
+            return Err(AppError::invalid_field(
+                "listing_ids",
+                format!("listing {id} cannot be linked"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// What content security says; `risky` refuses the text (422 `content_rejected`), `review` holds it.
+async fn check_content(
+    state: &AppState,
+    author: &user::Model,
+    scene: Scene,
+    title: Option<&str>,
+    text: &str,
+) -> AppResult<Option<String>> {
+    match moderation::service::check_text(state, &author.openid, scene, title, text).await? {
+        Verdict::Pass => Ok(None),
+        Verdict::Review { label } => Ok(Some(clip(&label, LABEL_MAX))),
+        Verdict::Risky { label } => Err(AppError::Unprocessable {
+            code: "content_rejected",
+            message: format!(
+                "the text was rejected by content security ({label}); please change it"
+            ),
+        }),
+    }
+}
+
+fn post_text(title: &str, body: &str) -> String {
+    if body.is_empty() {
+        title.to_string()
+    } else {
+        format!("{title}\n{body}")
+    }
+}
+
+async fn replace_listings(txn: &impl ConnectionTrait, post_id: i64, ids: &[i64]) -> AppResult<()> {
+    post_listing::Entity::delete_many()
+        .filter(post_listing::Column::PostId.eq(post_id))
+        .exec(txn)
+        .await?;
+    if !ids.is_empty() {
+        let rows = ids
+            .iter()
+            .enumerate()
+            .map(|(i, l)| post_listing::ActiveModel {
+                post_id: Set(post_id),
+                listing_id: Set(*l),
+                position: Set(i as i32),
+            });
+        post_listing::Entity::insert_many(rows)
+            .exec_without_returning(txn)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Sends new post images to WeChat's asynchronous image check, after the post is committed.
+fn queue_media_checks(
+    state: &AppState,
+    author: &user::Model,
+    post_id: i64,
+    imgs: Vec<images::model::image::Model>,
+) {
+    if imgs.is_empty() {
+        return;
+    }
+    let state = state.clone();
+    let openid = author.openid.clone();
+    tokio::spawn(async move {
+        for img in imgs {
+            let (url, _) = images::service::urls(&state, &img);
+            if let Err(e) = moderation::service::submit_media_check(
+                &state,
+                &openid,
+                Scene::Forum,
+                &url,
+                "post",
+                post_id,
+                Some(img.id),
+            )
+            .await
+            {
+                tracing::warn!(post_id, image_id = img.id, error = %e, "could not submit an image check");
+            }
+        }
+    });
+}
+
+/// `POST /api/v1/posts`: in a board of the author's school; text checked as listings are (scene 3).
+pub async fn create_post(
+    state: &AppState,
+    author: &user::Model,
+    mut input: PostInput,
+) -> AppResult<post::Model> {
+    validate_post(
+        &mut input.title,
+        &mut input.body,
+        &input.image_ids,
+        &input.listing_ids,
+    )?;
+    let Some(school_id) = author.school_id else {
+        return Err(AppError::conflict(
+            "school_required",
+            "choose your school in your profile before posting",
+        ));
+    };
+    let b = board::Entity::find_by_id(input.board_id)
+        .one(&state.db)
+        .await?;
+    if b.is_none_or(|b| b.school_id != school_id) {
+        return Err(AppError::invalid_field(
+            "board_id",
+            "not a board of your school",
+        ));
+    }
+    check_listings(&state.db, author.id, input.anonymous, &input.listing_ids).await?;
+    crate::auth::service::rate_limit(
+        &state.kv,
+        &format!("rl:posts:{}", author.id),
+        POSTS_PER_HOUR,
+        std::time::Duration::from_secs(3600),
+        "new posts",
+    )
+    .await?;
+    let label = check_content(
+        state,
+        author,
+        Scene::Forum,
+        Some(&input.title),
+        &post_text(&input.title, &input.body),
+    )
+    .await?;
+    let now = util::now();
+    let author_id = author.id;
+    let txn = state.db.begin().await?;
+    let row = post::ActiveModel {
+        school_id: Set(school_id),
+        board_id: Set(input.board_id),
+        author_id: Set(author_id),
+        title: Set(input.title),
+        body: Set(input.body),
+        anonymous: Set(input.anonymous),
+        status: Set(if label.is_some() {
+            Status::PendingReview
+        } else {
+            Status::Published
+        }),
+        moderation_label: Set(label),
+        pinned: Set(false),
+        locked: Set(false),
+        score: Set(0),
+        upvotes: Set(0),
+        downvotes: Set(0),
+        comment_count: Set(0),
+        hot: Set(hot(0, now)),
+        created_at: Set(now),
+        updated_at: Set(now),
+        deleted_at: Set(None),
+        ..Default::default()
+    }
+    .insert(&txn)
+    .await?;
+    images::service::attach(&txn, author_id, &input.image_ids, "post", row.id).await?;
+    replace_listings(&txn, row.id, &input.listing_ids).await?;
+    txn.commit().await?;
+    let imgs = images::service::for_targets(&state.db, "post", &[row.id])
+        .await?
+        .remove(&row.id)
+        .unwrap_or_default();
+    queue_media_checks(state, author, row.id, imgs);
+    tracing::info!(post_id = row.id, status = ?row.status, "post published");
+    Ok(row)
+}
+
+/// The post as `viewer` may open it: published and deleted posts (the latter as a placeholder) for everyone,
+/// held, hidden and removed ones for their author only.
+pub async fn visible_post(
+    db: &impl ConnectionTrait,
+    id: i64,
+    viewer: Option<i64>,
+) -> AppResult<post::Model> {
+    match post::Entity::find_by_id(id).one(db).await? {
+        Some(p)
+            if matches!(p.status, Status::Published | Status::Deleted)
+                || Some(p.author_id) == viewer =>
+        {
+            Ok(p)
+        }
+        _ => Err(AppError::not_found("post")),
+    }
+}
+
+fn refused(current: Status, what: &str) -> AppError {
+    AppError::InvalidTransition {
+        current: status_str(current),
+        message: format!("cannot {what} a post that is {}", status_str(current)),
+    }
+}
+
+pub fn status_str(s: Status) -> &'static str {
+    match s {
+        Status::Published => "published",
+        Status::PendingReview => "pending_review",
+        Status::Hidden => "hidden",
+        Status::Removed => "removed",
+        Status::Deleted => "deleted",
+    }
+}
+
+/// `PATCH /api/v1/posts/{id}`: the author, within 24 hours and until the first comment. Changed text is checked
+/// again; a `review` verdict holds the post.
+pub async fn update_post(
+    state: &AppState,
+    author: &user::Model,
+    id: i64,
+    patch: PostPatch,
+) -> AppResult<post::Model> {
+    let current = visible_post(&state.db, id, Some(author.id)).await?;
+    if current.author_id != author.id {
+        return Err(AppError::forbidden(
+            "not_post_author",
+            "only the author can edit this post",
+        ));
+    }
+    if !matches!(current.status, Status::Published | Status::PendingReview) {
+        return Err(refused(current.status, "edit"));
+    }
+    let now = util::now();
+    if !editable(current.created_at, current.comment_count, now) {
+        return Err(AppError::conflict(
+            "edit_window_closed",
+            "a post can be edited within 24 hours and only until someone comments",
+        ));
+    }
+    let text_changed = patch.title.is_some() || patch.body.is_some();
+    let mut title = patch.title.unwrap_or_else(|| current.title.clone());
+    let mut body = patch.body.unwrap_or_else(|| current.body.clone());
+    let image_ids = patch.image_ids.clone().unwrap_or_default();
+    let listing_ids = patch.listing_ids.clone().unwrap_or_default();
+    validate_post(&mut title, &mut body, &image_ids, &listing_ids)?;
+    check_listings(&state.db, author.id, current.anonymous, &listing_ids).await?;
+    let label = if text_changed {
+        check_content(
+            state,
+            author,
+            Scene::Forum,
+            Some(&title),
+            &post_text(&title, &body),
+        )
+        .await?
+    } else {
+        None
+    };
+    let old_images: Vec<i64> = images::service::for_targets(&state.db, "post", &[id])
+        .await?
+        .remove(&id)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|i| i.id)
+        .collect();
+    let txn = state.db.begin().await?;
+    let mut q = post::Entity::update_many()
+        .col_expr(post::Column::Title, Expr::value(title))
+        .col_expr(post::Column::Body, Expr::value(body))
+        .col_expr(post::Column::UpdatedAt, Expr::value(now));
+    if let Some(l) = &label {
+        q = q
+            .col_expr(post::Column::Status, Expr::value(Status::PendingReview))
+            .col_expr(post::Column::ModerationLabel, Expr::value(l.clone()));
+    }
+    // The window is re-checked by the UPDATE itself: a comment committed meanwhile closes it.
+    let res = q
+        .filter(post::Column::Id.eq(id))
+        .filter(post::Column::AuthorId.eq(author.id))
+        .filter(post::Column::Status.is_in([Status::Published, Status::PendingReview]))
+        .filter(post::Column::CommentCount.eq(0))
+        .filter(post::Column::CreatedAt.gt(now - super::model::EDIT_WINDOW))
+        .exec(&txn)
+        .await?;
+    if res.rows_affected != 1 {
+        txn.rollback().await?;
+        return Err(AppError::conflict(
+            "edit_window_closed",
+            "a post can be edited within 24 hours and only until someone comments",
+        ));
+    }
+    if let Some(ids) = &patch.image_ids {
+        images::service::attach(&txn, author.id, ids, "post", id).await?;
+    }
+    if let Some(ids) = &patch.listing_ids {
+        replace_listings(&txn, id, ids).await?;
+    }
+    txn.commit().await?;
+    if let Some(ids) = patch.image_ids {
+        let imgs = images::service::for_targets(&state.db, "post", &[id])
+            .await?
+            .remove(&id)
+            .unwrap_or_default();
+        queue_media_checks(
+            state,
+            author,
+            id,
+            imgs.into_iter()
+                .filter(|i| ids.contains(&i.id) && !old_images.contains(&i.id))
+                .collect(),
+        );
+    }
+    visible_post(&state.db, id, Some(author.id)).await
+}
+
+/// `DELETE /api/v1/posts/{id}`: a soft delete by the author; the thread stays readable with a placeholder.
+pub async fn delete_post(db: &DatabaseConnection, author_id: i64, id: i64) -> AppResult<()> {
+    let txn = db.begin().await?;
+    let now = util::now();
+    let res = post::Entity::update_many()
+        .col_expr(post::Column::Status, Expr::value(Status::Deleted))
+        .col_expr(post::Column::DeletedAt, Expr::value(now))
+        .col_expr(post::Column::UpdatedAt, Expr::value(now))
+        .col_expr(post::Column::Pinned, Expr::value(false))
+        .filter(post::Column::Id.eq(id))
+        .filter(post::Column::AuthorId.eq(author_id))
+        .filter(post::Column::Status.ne(Status::Deleted))
+        .exec(&txn)
+        .await?;
+    if res.rows_affected != 1 {
+        txn.rollback().await?;
+        let p = visible_post(db, id, Some(author_id)).await?;
+        if p.author_id != author_id {
+            return Err(AppError::forbidden(
+                "not_post_author",
+                "only the author can delete this post",
+            ));
+        }
+        return Err(refused(p.status, "delete"));
+    }
+    images::service::detach_all(&txn, "post", id).await?;
+    txn.commit().await?;
+    Ok(())
+}
+
+/// Pins or unpins a post (an operator action; the operator API comes later).
+pub async fn set_pinned(db: &DatabaseConnection, id: i64, pinned: bool) -> AppResult<()> {
+    let res = post::Entity::update_many()
+        .col_expr(post::Column::Pinned, Expr::value(pinned))
+        .filter(post::Column::Id.eq(id))
+        .filter(post::Column::Status.ne(Status::Deleted))
+        .exec(db)
+        .await?;
+    if res.rows_affected != 1 {
+        return Err(AppError::not_found("post"));
+    }
+    Ok(())
+}
+
+/// Locks or unlocks a post's comments (an operator action).
+pub async fn set_locked(db: &DatabaseConnection, id: i64, locked: bool) -> AppResult<()> {
+    let res = post::Entity::update_many()
+        .col_expr(post::Column::Locked, Expr::value(locked))
+        .filter(post::Column::Id.eq(id))
+        .exec(db)
+        .await?;
+    if res.rows_affected != 1 {
+        return Err(AppError::not_found("post"));
+    }
+    Ok(())
+}
+
+/// Recomputes the stored hot rank of a post from its score and creation time.
+pub async fn refresh_hot(db: &impl ConnectionTrait, id: i64) -> AppResult<()> {
+    if let Some(p) = post::Entity::find_by_id(id).one(db).await? {
+        post::Entity::update_many()
+            .col_expr(post::Column::Hot, Expr::value(hot(p.score, p.created_at)))
+            .filter(post::Column::Id.eq(id))
+            .exec(db)
+            .await?;
+    }
+    Ok(())
+}
+
+/// What moderation may do to a post or a comment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Moderation {
+    /// Hide it until an operator decides (reports reached the threshold, or an image was flagged).
+    Hide,
+    /// Bring a hidden one back.
+    Restore,
+    /// Take it down for good.
+    Remove,
+}
+
+/// Applies a moderation decision to a post or a comment (`target_type` is `post` or `comment`). Idempotent.
+pub async fn moderate(
+    db: &DatabaseConnection,
+    target_type: &str,
+    id: i64,
+    m: Moderation,
+) -> AppResult<()> {
+    let (from, to): (&[Status], Status) = match m {
+        Moderation::Hide => (&[Status::Published], Status::Hidden),
+        Moderation::Restore => (&[Status::Hidden], Status::Published),
+        Moderation::Remove => (
+            &[Status::Published, Status::Hidden, Status::PendingReview],
+            Status::Removed,
+        ),
+    };
+    let now = util::now();
+    match target_type {
+        "post" => {
+            post::Entity::update_many()
+                .col_expr(post::Column::Status, Expr::value(to))
+                .col_expr(post::Column::UpdatedAt, Expr::value(now))
+                .filter(post::Column::Id.eq(id))
+                .filter(post::Column::Status.is_in(from.iter().copied()))
+                .exec(db)
+                .await?;
+        }
+        "comment" => {
+            comment::Entity::update_many()
+                .col_expr(comment::Column::Status, Expr::value(to))
+                .col_expr(comment::Column::UpdatedAt, Expr::value(now))
+                .filter(comment::Column::Id.eq(id))
+                .filter(comment::Column::Status.is_in(from.iter().copied()))
+                .exec(db)
+                .await?;
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Feeds
+
+/// Feed order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, poem_openapi::Enum)]
+#[oai(rename = "PostSort", rename_all = "snake_case")]
+pub enum Sort {
+    /// Time-decayed score (see `docs/forum.md`).
+    #[default]
+    Hot,
+    /// Newest first.
+    New,
+    /// Highest score first, within `period`.
+    Top,
+}
+
+/// The window of the `top` sort.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, poem_openapi::Enum)]
+#[oai(rename = "TopPeriod", rename_all = "snake_case")]
+pub enum Period {
+    Day,
+    #[default]
+    Week,
+    Month,
+    All,
+}
+
+impl Period {
+    fn duration(self) -> Option<chrono::Duration> {
+        match self {
+            Period::Day => Some(chrono::Duration::days(1)),
+            Period::Week => Some(chrono::Duration::days(7)),
+            Period::Month => Some(chrono::Duration::days(30)),
+            Period::All => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct PostQuery {
+    pub school_id: Option<i64>,
+    pub board_id: Option<i64>,
+    pub sort: Sort,
+    pub period: Period,
+    pub cursor: Option<String>,
+    pub limit: Option<u64>,
+}
+
+/// A page of results and the cursor of the next page (`None` at the end).
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next_cursor: Option<String>,
+}
+
+/// A keyset position: the sort key (as an integer; a hot rank as its bits) and the id.
+fn encode_cursor(tag: &str, key: i64, id: i64) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{tag}:{key}:{id}"))
+}
+
+fn decode_cursor(tag: &str, cursor: &str) -> AppResult<(i64, i64)> {
+    let bad = || {
+        AppError::bad_request(
+            "invalid_cursor",
+            "the cursor is not valid for this query; start from the first page",
+        )
+    };
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(cursor)
+        .map_err(|_| bad())?;
+    let raw = String::from_utf8(raw).map_err(|_| bad())?;
+    let mut parts = raw.splitn(3, ':');
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some(t), Some(k), Some(id)) if t == tag => Ok((
+            k.parse().map_err(|_| bad())?,
+            id.parse().map_err(|_| bad())?,
+        )),
+        _ => Err(bad()),
+    }
+}
+
+fn sort_tag(s: Sort) -> &'static str {
+    match s {
+        Sort::Hot => "ph",
+        Sort::New => "pn",
+        Sort::Top => "pt",
+    }
+}
+
+/// Leaves out what `viewer` blocked. Anonymous content stays: hiding it would tell the blocker who wrote it.
+fn not_blocked(author_col: impl ColumnTrait, anon_col: impl ColumnTrait, viewer: i64) -> Condition {
+    Condition::any().add(anon_col.eq(true)).add(
+        author_col.not_in_subquery(
+            Query::select()
+                .column(user_block::Column::BlockedId)
+                .from(user_block::Entity)
+                .and_where(user_block::Column::BlockerId.eq(viewer))
+                .to_owned(),
+        ),
+    )
+}
+
+/// Descending keyset condition `(key, id) < (k, id)`.
+fn before(
+    key: impl ColumnTrait,
+    k: sea_orm::Value,
+    id_col: impl ColumnTrait,
+    id: i64,
+) -> Condition {
+    Condition::any().add(Expr::col(key).lt(k.clone())).add(
+        Condition::all()
+            .add(Expr::col(key).eq(k))
+            .add(id_col.lt(id)),
+    )
+}
+
+/// `GET /api/v1/posts`: published posts of a school or board, sorted and keyset-paged; pinned posts first on
+/// the first page. Blocked authors' posts are left out in SQL, so pages stay full and stable.
+pub async fn list_posts(
+    db: &DatabaseConnection,
+    q: PostQuery,
+    viewer: Option<i64>,
+) -> AppResult<Page<post::Model>> {
+    let limit = q.limit.unwrap_or(20).clamp(1, PAGE_MAX);
+    let mut base = post::Entity::find().filter(post::Column::Status.eq(Status::Published));
+    if let Some(s) = q.school_id {
+        base = base.filter(post::Column::SchoolId.eq(s));
+    }
+    if let Some(b) = q.board_id {
+        base = base.filter(post::Column::BoardId.eq(b));
+    }
+    if let Some(v) = viewer {
+        base = base.filter(not_blocked(
+            post::Column::AuthorId,
+            post::Column::Anonymous,
+            v,
+        ));
+    }
+    if q.sort == Sort::Top
+        && let Some(d) = q.period.duration()
+    {
+        base = base.filter(post::Column::CreatedAt.gte(util::now() - d));
+    }
+    let mut pinned = Vec::new();
+    if q.cursor.is_none() {
+        pinned = base
+            .clone()
+            .filter(post::Column::Pinned.eq(true))
+            .order_by_desc(post::Column::CreatedAt)
+            .order_by_desc(post::Column::Id)
+            .limit(PAGE_MAX)
+            .all(db)
+            .await?;
+    }
+    let mut select = base.filter(post::Column::Pinned.eq(false));
+    let tag = sort_tag(q.sort);
+    if let Some(c) = &q.cursor {
+        let (k, id) = decode_cursor(tag, c)?;
+        let cond = match q.sort {
+            Sort::Hot => before(
+                post::Column::Hot,
+                f64::from_bits(k as u64).into(),
+                post::Column::Id,
+                id,
+            ),
+            Sort::New => {
+                let at = DateTime::<Utc>::from_timestamp_micros(k)
+                    .ok_or_else(|| AppError::bad_request("invalid_cursor", "bad cursor"))?;
+                before(post::Column::CreatedAt, at.into(), post::Column::Id, id)
+            }
+            Sort::Top => before(post::Column::Score, k.into(), post::Column::Id, id),
+        };
+        select = select.filter(cond);
+    }
+    let key = match q.sort {
+        Sort::Hot => post::Column::Hot,
+        Sort::New => post::Column::CreatedAt,
+        Sort::Top => post::Column::Score,
+    };
+    let mut rows = select
+        .order_by_desc(key)
+        .order_by_desc(post::Column::Id)
+        .limit(limit + 1)
+        .all(db)
+        .await?;
+    let next_cursor = if rows.len() as u64 > limit {
+        rows.truncate(limit as usize);
+        rows.last().map(|p| {
+            let k = match q.sort {
+                Sort::Hot => p.hot.to_bits() as i64,
+                Sort::New => p.created_at.timestamp_micros(),
+                Sort::Top => p.score,
+            };
+            encode_cursor(tag, k, p.id)
+        })
+    } else {
+        None
+    };
+    pinned.extend(rows);
+    Ok(Page {
+        items: pinned,
+        next_cursor,
+    })
+}
+
+/// The listings each post links to, in order (ids only).
+pub async fn linked_listings(
+    db: &impl ConnectionTrait,
+    post_ids: &[i64],
+) -> AppResult<HashMap<i64, Vec<i64>>> {
+    let mut out: HashMap<i64, Vec<i64>> = HashMap::new();
+    if post_ids.is_empty() {
+        return Ok(out);
+    }
+    for row in post_listing::Entity::find()
+        .filter(post_listing::Column::PostId.is_in(post_ids.to_vec()))
+        .order_by_asc(post_listing::Column::PostId)
+        .order_by_asc(post_listing::Column::Position)
+        .all(db)
+        .await?
+    {
+        out.entry(row.post_id).or_default().push(row.listing_id);
+    }
+    Ok(out)
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Votes
+
+/// What a vote is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VoteTarget {
+    Post,
+    Comment,
+}
+
+impl VoteTarget {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VoteTarget::Post => "post",
+            VoteTarget::Comment => "comment",
+        }
+    }
+}
+
+/// A target's totals after a vote, and the caller's vote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tally {
+    pub score: i64,
+    pub upvotes: i64,
+    pub downvotes: i64,
+    pub my_vote: i16,
+}
+
+/// `PUT …/vote`: sets the caller's vote to 1, -1 or 0 (clear). Idempotent. The vote row and the target's totals
+/// change in one transaction by the difference between the old and the new value, so totals never drift.
+pub async fn vote(
+    db: &DatabaseConnection,
+    user_id: i64,
+    target: VoteTarget,
+    id: i64,
+    value: i16,
+) -> AppResult<Tally> {
+    if !(-1..=1).contains(&value) {
+        return Err(AppError::invalid_field("value", "must be 1, -1 or 0"));
+    }
+    // Look-ups before the transaction: the target must be published (and a comment's post too).
+    match target {
+        VoteTarget::Post => {
+            let p = visible_post(db, id, Some(user_id)).await?;
+            if p.status != Status::Published {
+                return Err(refused(p.status, "vote on"));
+            }
+        }
+        VoteTarget::Comment => {
+            let c = visible_comment(db, id, Some(user_id)).await?;
+            if c.status != Status::Published {
+                return Err(refused(c.status, "vote on"));
+            }
+        }
+    }
+    let kind = target.as_str();
+    let now = util::now();
+    let txn = db.begin().await?;
+    // Write first: claim the vote row. On PostgreSQL this locks it, so two requests of one user serialise; on
+    // SQLite it takes the write lock before anything is read.
+    vote::Entity::insert(vote::ActiveModel {
+        user_id: Set(user_id),
+        target_type: Set(kind.to_string()),
+        target_id: Set(id),
+        value: Set(0),
+        updated_at: Set(now),
+    })
+    .on_conflict(
+        OnConflict::columns([
+            vote::Column::UserId,
+            vote::Column::TargetType,
+            vote::Column::TargetId,
+        ])
+        .update_column(vote::Column::UpdatedAt)
+        .to_owned(),
+    )
+    .exec_without_returning(&txn)
+    .await?;
+    let old = vote::Entity::find_by_id((user_id, kind.to_string(), id))
+        .one(&txn)
+        .await?
+        .map(|v| v.value)
+        .unwrap_or(0);
+    if old != value {
+        vote::Entity::update_many()
+            .col_expr(vote::Column::Value, Expr::value(value))
+            .filter(vote::Column::UserId.eq(user_id))
+            .filter(vote::Column::TargetType.eq(kind))
+            .filter(vote::Column::TargetId.eq(id))
+            .exec(&txn)
+            .await?;
+        let delta = i64::from(value - old);
+        let ups = i64::from(value == 1) - i64::from(old == 1);
+        let downs = i64::from(value == -1) - i64::from(old == -1);
+        match target {
+            VoteTarget::Post => {
+                post::Entity::update_many()
+                    .col_expr(
+                        post::Column::Score,
+                        Expr::col(post::Column::Score).add(delta),
+                    )
+                    .col_expr(
+                        post::Column::Upvotes,
+                        Expr::col(post::Column::Upvotes).add(ups),
+                    )
+                    .col_expr(
+                        post::Column::Downvotes,
+                        Expr::col(post::Column::Downvotes).add(downs),
+                    )
+                    .filter(post::Column::Id.eq(id))
+                    .exec(&txn)
+                    .await?;
+                refresh_hot(&txn, id).await?;
+            }
+            VoteTarget::Comment => {
+                comment::Entity::update_many()
+                    .col_expr(
+                        comment::Column::Score,
+                        Expr::col(comment::Column::Score).add(delta),
+                    )
+                    .col_expr(
+                        comment::Column::Upvotes,
+                        Expr::col(comment::Column::Upvotes).add(ups),
+                    )
+                    .col_expr(
+                        comment::Column::Downvotes,
+                        Expr::col(comment::Column::Downvotes).add(downs),
+                    )
+                    .filter(comment::Column::Id.eq(id))
+                    .exec(&txn)
+                    .await?;
+            }
+        }
+    }
+    let (score, upvotes, downvotes) = match target {
+        VoteTarget::Post => post::Entity::find_by_id(id)
+            .one(&txn)
+            .await?
+            .map(|p| (p.score, p.upvotes, p.downvotes)),
+        VoteTarget::Comment => comment::Entity::find_by_id(id)
+            .one(&txn)
+            .await?
+            .map(|c| (c.score, c.upvotes, c.downvotes)),
+    }
+    .ok_or_else(|| AppError::not_found(kind))?;
+    txn.commit().await?;
+    Ok(Tally {
+        score,
+        upvotes,
+        downvotes,
+        my_vote: value,
+    })
+}
+
+/// The caller's votes on these targets (absent means no vote).
+pub async fn my_votes(
+    db: &impl ConnectionTrait,
+    user_id: i64,
+    target: VoteTarget,
+    ids: &[i64],
+) -> AppResult<HashMap<i64, i16>> {
+    if ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    Ok(vote::Entity::find()
+        .filter(vote::Column::UserId.eq(user_id))
+        .filter(vote::Column::TargetType.eq(target.as_str()))
+        .filter(vote::Column::TargetId.is_in(ids.to_vec()))
+        .all(db)
+        .await?
+        .into_iter()
+        .map(|v| (v.target_id, v.value))
+        .collect())
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Comments
+
+/// The comment as `viewer` may see it (deleted and held ones appear as placeholders in threads, but only
+/// published ones, or the viewer's own, are found by id).
+pub async fn visible_comment(
+    db: &impl ConnectionTrait,
+    id: i64,
+    viewer: Option<i64>,
+) -> AppResult<comment::Model> {
+    let c = comment::Entity::find_by_id(id)
+        .one(db)
+        .await?
+        .ok_or_else(|| AppError::not_found("comment"))?;
+    let post_ok = post::Entity::find_by_id(c.post_id)
+        .one(db)
+        .await?
+        .is_some_and(|p| p.status == Status::Published || Some(p.author_id) == viewer);
+    if post_ok
+        && (c.status == Status::Published
+            || (Some(c.author_id) == viewer && c.status != Status::Deleted))
+    {
+        Ok(c)
+    } else {
+        Err(AppError::not_found("comment"))
+    }
+}
+
+/// A new comment.
+#[derive(Debug, Clone)]
+pub struct CommentInput {
+    pub body: String,
+    /// The comment answered; a reply to a reply hangs under the top-level comment and names whom it answers.
+    pub parent_id: Option<i64>,
+    pub anonymous: bool,
+}
+
+/// Who should hear about a new comment: the post's author and the author of the comment answered.
+pub struct CommentCreated {
+    pub comment: comment::Model,
+    pub post: post::Model,
+    pub answered: Option<comment::Model>,
+}
+
+/// `POST /api/v1/posts/{id}/comments`. Locked posts take none. The author of an anonymous post stays anonymous in
+/// its thread.
+pub async fn create_comment(
+    state: &AppState,
+    author: &user::Model,
+    post_id: i64,
+    mut input: CommentInput,
+) -> AppResult<CommentCreated> {
+    input.body = input.body.trim().to_string();
+    if !(1..=COMMENT_MAX).contains(&input.body.chars().count()) {
+        return Err(AppError::invalid_field(
+            "body",
+            format!("must be 1–{COMMENT_MAX} characters"),
+        ));
+    }
+    let p = visible_post(&state.db, post_id, Some(author.id)).await?;
+    if p.status != Status::Published {
+        return Err(refused(p.status, "comment on"));
+    }
+    if p.locked {
+        return Err(AppError::conflict(
+            "post_locked",
+            "this post is locked and takes no new comments",
+        ));
+    }
+    let answered = match input.parent_id {
+        Some(pid) => {
+            let c = visible_comment(&state.db, pid, Some(author.id))
+                .await
+                .map_err(|_| AppError::invalid_field("parent_id", "no such comment"))?;
+            if c.post_id != post_id || c.status == Status::Deleted {
+                return Err(AppError::invalid_field(
+                    "parent_id",
+                    "no such comment on this post",
+                ));
+            }
+            Some(c)
+        }
+        None => None,
+    };
+    crate::auth::service::rate_limit(
+        &state.kv,
+        &format!("rl:comments:{}", author.id),
+        COMMENTS_PER_HOUR,
+        std::time::Duration::from_secs(3600),
+        "comments",
+    )
+    .await?;
+    let label = check_content(state, author, Scene::Comment, None, &input.body).await?;
+    let anonymous = input.anonymous || (p.anonymous && p.author_id == author.id);
+    let top = answered.as_ref().map(|c| c.parent_id.unwrap_or(c.id));
+    let now = util::now();
+    let txn = state.db.begin().await?;
+    // Write first, and conditional: the post must still be published and unlocked.
+    let res = post::Entity::update_many()
+        .col_expr(
+            post::Column::CommentCount,
+            Expr::col(post::Column::CommentCount).add(1),
+        )
+        .filter(post::Column::Id.eq(post_id))
+        .filter(post::Column::Status.eq(Status::Published))
+        .filter(post::Column::Locked.eq(false))
+        .exec(&txn)
+        .await?;
+    if res.rows_affected != 1 {
+        txn.rollback().await?;
+        return Err(AppError::conflict(
+            "post_locked",
+            "this post no longer takes comments",
+        ));
+    }
+    if let Some(top) = top {
+        comment::Entity::update_many()
+            .col_expr(
+                comment::Column::ReplyCount,
+                Expr::col(comment::Column::ReplyCount).add(1),
+            )
+            .filter(comment::Column::Id.eq(top))
+            .exec(&txn)
+            .await?;
+    }
+    let row = comment::ActiveModel {
+        post_id: Set(post_id),
+        author_id: Set(author.id),
+        parent_id: Set(top),
+        reply_to_id: Set(answered.as_ref().map(|c| c.id)),
+        anonymous: Set(anonymous),
+        body: Set(input.body),
+        status: Set(if label.is_some() {
+            Status::PendingReview
+        } else {
+            Status::Published
+        }),
+        moderation_label: Set(label),
+        score: Set(0),
+        upvotes: Set(0),
+        downvotes: Set(0),
+        reply_count: Set(0),
+        created_at: Set(now),
+        updated_at: Set(now),
+        ..Default::default()
+    }
+    .insert(&txn)
+    .await?;
+    txn.commit().await?;
+    Ok(CommentCreated {
+        comment: row,
+        post: p,
+        answered,
+    })
+}
+
+/// `DELETE /api/v1/comments/{id}`: the author's soft delete; replies under it stay.
+pub async fn delete_comment(db: &DatabaseConnection, author_id: i64, id: i64) -> AppResult<()> {
+    let txn = db.begin().await?;
+    let res = comment::Entity::update_many()
+        .col_expr(comment::Column::Status, Expr::value(Status::Deleted))
+        .col_expr(comment::Column::UpdatedAt, Expr::value(util::now()))
+        .filter(comment::Column::Id.eq(id))
+        .filter(comment::Column::AuthorId.eq(author_id))
+        .filter(comment::Column::Status.ne(Status::Deleted))
+        .exec(&txn)
+        .await?;
+    txn.commit().await?;
+    if res.rows_affected != 1 {
+        let c = visible_comment(db, id, Some(author_id)).await?;
+        if c.author_id != author_id {
+            return Err(AppError::forbidden(
+                "not_comment_author",
+                "only the author can delete this comment",
+            ));
+        }
+        return Err(refused(c.status, "delete"));
+    }
+    Ok(())
+}
+
+/// Comment order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, poem_openapi::Enum)]
+#[oai(rename_all = "snake_case")]
+pub enum CommentSort {
+    /// Highest score first.
+    #[default]
+    Top,
+    /// Newest first.
+    New,
+}
+
+/// A top-level comment and the first replies under it.
+pub struct Thread {
+    pub comment: comment::Model,
+    pub replies: Vec<comment::Model>,
+}
+
+/// `GET /api/v1/posts/{id}/comments`: top-level comments, keyset-paged, each with its first replies (oldest
+/// first). Comments of blocked authors are left out in SQL.
+pub async fn list_comments(
+    db: &DatabaseConnection,
+    post_id: i64,
+    viewer: Option<i64>,
+    sort: CommentSort,
+    cursor: Option<&str>,
+    limit: Option<u64>,
+) -> AppResult<Page<Thread>> {
+    visible_post(db, post_id, viewer).await?;
+    let limit = limit.unwrap_or(20).clamp(1, PAGE_MAX);
+    let tag = match sort {
+        CommentSort::Top => "ct",
+        CommentSort::New => "cn",
+    };
+    let mut select = comment::Entity::find()
+        .filter(comment::Column::PostId.eq(post_id))
+        .filter(comment::Column::ParentId.is_null());
+    if let Some(v) = viewer {
+        select = select.filter(not_blocked(
+            comment::Column::AuthorId,
+            comment::Column::Anonymous,
+            v,
+        ));
+    }
+    if let Some(c) = cursor {
+        let (k, id) = decode_cursor(tag, c)?;
+        select = select.filter(match sort {
+            CommentSort::Top => before(comment::Column::Score, k.into(), comment::Column::Id, id),
+            CommentSort::New => before(comment::Column::Id, k.into(), comment::Column::Id, id),
+        });
+    }
+    let key = match sort {
+        CommentSort::Top => comment::Column::Score,
+        CommentSort::New => comment::Column::Id,
+    };
+    let mut rows = select
+        .order_by_desc(key)
+        .order_by_desc(comment::Column::Id)
+        .limit(limit + 1)
+        .all(db)
+        .await?;
+    let next_cursor = if rows.len() as u64 > limit {
+        rows.truncate(limit as usize);
+        rows.last().map(|c| {
+            let k = match sort {
+                CommentSort::Top => c.score,
+                CommentSort::New => c.id,
+            };
+            encode_cursor(tag, k, c.id)
+        })
+    } else {
+        None
+    };
+    let parents: Vec<i64> = rows.iter().map(|c| c.id).collect();
+    let mut replies: HashMap<i64, Vec<comment::Model>> = HashMap::new();
+    if !parents.is_empty() {
+        let mut q = comment::Entity::find().filter(comment::Column::ParentId.is_in(parents));
+        if let Some(v) = viewer {
+            q = q.filter(not_blocked(
+                comment::Column::AuthorId,
+                comment::Column::Anonymous,
+                v,
+            ));
+        }
+        for r in q.order_by_asc(comment::Column::Id).all(db).await? {
+            let list = replies.entry(r.parent_id.unwrap_or_default()).or_default();
+            if list.len() < REPLIES_SHOWN {
+                list.push(r);
+            }
+        }
+    }
+    let items = rows
+        .into_iter()
+        .map(|c| Thread {
+            replies: replies.remove(&c.id).unwrap_or_default(),
+            comment: c,
+        })
+        .collect();
+    Ok(Page { items, next_cursor })
+}
+
+/// Comments by id (for naming whom a reply answers).
+pub async fn comments_by_id(
+    db: &impl ConnectionTrait,
+    ids: &[i64],
+) -> AppResult<HashMap<i64, comment::Model>> {
+    if ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    Ok(comment::Entity::find()
+        .filter(comment::Column::Id.is_in(ids.to_vec()))
+        .all(db)
+        .await?
+        .into_iter()
+        .map(|c| (c.id, c))
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn post_validation_reports_every_problem() {
+        let (mut t, mut b) = ("  求一个台灯 ".to_string(), String::new());
+        validate_post(&mut t, &mut b, &[1, 2], &[3]).unwrap();
+        assert_eq!(t, "求一个台灯");
+        let (mut t, mut b) = ("x".repeat(81), "y".repeat(5001));
+        let Err(AppError::Validation(f)) =
+            validate_post(&mut t, &mut b, &(0..10).collect::<Vec<_>>(), &[1, 1])
+        else {
+            panic!("expected a validation error")
+        };
+        for field in ["title", "body", "image_ids", "listing_ids"] {
+            assert!(f.contains_key(field), "{field} missing: {f:?}");
+        }
+    }
+
+    #[test]
+    fn cursors_belong_to_their_sort() {
+        let c = encode_cursor("ph", 42, 7);
+        assert_eq!(decode_cursor("ph", &c).unwrap(), (42, 7));
+        assert!(decode_cursor("pn", &c).is_err());
+        assert!(decode_cursor("ph", "garbage!").is_err());
+    }
+}
