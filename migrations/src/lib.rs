@@ -8,6 +8,7 @@ mod m20261124_000001_foundation;
 mod m20261124_000002_images;
 mod m20261124_000003_moderation;
 mod m20261124_000004_listings;
+mod m20261124_000006_notifications;
 
 pub struct Migrator;
 
@@ -19,6 +20,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261124_000002_images::Migration),
             Box::new(m20261124_000003_moderation::Migration),
             Box::new(m20261124_000004_listings::Migration),
+            Box::new(m20261124_000006_notifications::Migration),
         ]
     }
 }

@@ -16,6 +16,7 @@ pub mod jobs;
 pub mod kv;
 pub mod listings;
 pub mod moderation;
+pub mod notifications;
 pub mod state;
 pub mod storage;
 pub mod users;
@@ -53,6 +54,7 @@ pub type StudentApis = (
     users::api::SchoolsApi,
     listings::api::ListingsApi,
     images::api::ImagesApi,
+    notifications::api::NotificationsApi,
 );
 
 fn student_apis() -> StudentApis {
@@ -63,6 +65,7 @@ fn student_apis() -> StudentApis {
         users::api::SchoolsApi,
         listings::api::ListingsApi,
         images::api::ImagesApi,
+        notifications::api::NotificationsApi,
     )
 }
 
