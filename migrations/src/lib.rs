@@ -9,6 +9,7 @@ mod m20261124_000002_images;
 mod m20261124_000003_moderation;
 mod m20261124_000004_listings;
 mod m20261124_000005_forum;
+mod m20261124_000006_notifications;
 
 pub struct Migrator;
 
@@ -21,6 +22,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261124_000003_moderation::Migration),
             Box::new(m20261124_000004_listings::Migration),
             Box::new(m20261124_000005_forum::Migration),
+            Box::new(m20261124_000006_notifications::Migration),
         ]
     }
 }

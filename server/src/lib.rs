@@ -17,6 +17,7 @@ pub mod jobs;
 pub mod kv;
 pub mod listings;
 pub mod moderation;
+pub mod notifications;
 pub mod state;
 pub mod storage;
 pub mod users;
@@ -57,6 +58,7 @@ pub type StudentApis = (
     forum::api::ForumApi,
     moderation::reports::ReportsApi,
     users::blocks::BlocksApi,
+    notifications::api::NotificationsApi,
 );
 
 fn student_apis() -> StudentApis {
@@ -70,6 +72,7 @@ fn student_apis() -> StudentApis {
         forum::api::ForumApi,
         moderation::reports::ReportsApi,
         users::blocks::BlocksApi,
+        notifications::api::NotificationsApi,
     )
 }
 

@@ -683,11 +683,51 @@ pub async fn transition_in(
         .one(txn)
         .await?
         .ok_or_else(|| AppError::not_found("listing"))?;
+    if let Actor::System = actor {
+        notify_seller(txn, &row, t).await?;
+    }
     if t == Transition::Delete {
         // The photos of a deleted listing go with it (the sweep removes detached images).
         images::service::detach_all(txn, "listing", id).await?;
     }
     Ok(row)
+}
+
+/// Tells the seller, in the same transaction, what content security or an operator did to their listing.
+async fn notify_seller(
+    txn: &impl ConnectionTrait,
+    l: &listing::Model,
+    t: Transition,
+) -> AppResult<()> {
+    let label = l.moderation_label.as_deref().unwrap_or("");
+    let (kind, title, body) = match t {
+        Transition::HoldForReview => (
+            "listing_held",
+            "商品正在审核",
+            format!("「{}」需要人工审核，审核通过前仅你可见。", l.title),
+        ),
+        Transition::Approve => (
+            "listing_approved",
+            "商品审核通过",
+            format!("「{}」已上架。", l.title),
+        ),
+        Transition::Remove => (
+            "listing_removed",
+            "商品已被下架",
+            format!("「{}」因违反社区规范被下架（{label}）。", l.title),
+        ),
+        _ => return Ok(()),
+    };
+    crate::notifications::service::notify(
+        txn,
+        l.seller_id,
+        kind,
+        title,
+        &body,
+        Some("listing"),
+        Some(l.id),
+    )
+    .await
 }
 
 /// Content security flagged one of the listing's images. A public listing leaves the feeds and waits for an

@@ -638,6 +638,16 @@ pub async fn approve_verification(
                 now,
             )
             .await?;
+            crate::notifications::service::notify(
+                txn,
+                request.user_id,
+                "verification_approved",
+                "学生认证已通过",
+                "你已成为认证学生，个人主页会显示认证标识。",
+                Some("verification"),
+                Some(request.id),
+            )
+            .await?;
             Ok(request)
         })
     })
@@ -663,15 +673,26 @@ pub async fn reject_verification(
         (decided_by.chars().take(64).collect(), reason.to_string());
     db.transaction::<_, verification_request::Model, AppError>(move |txn| {
         Box::pin(async move {
-            decide(
+            let request = decide(
                 txn,
                 request_id,
                 verification_request::Status::Rejected,
                 &decided_by,
-                Some(reason),
+                Some(reason.clone()),
                 util::now(),
             )
-            .await
+            .await?;
+            crate::notifications::service::notify(
+                txn,
+                request.user_id,
+                "verification_rejected",
+                "学生认证未通过",
+                &format!("原因：{reason}。你可以修改后重新提交。"),
+                Some("verification"),
+                Some(request.id),
+            )
+            .await?;
+            Ok(request)
         })
     })
     .await

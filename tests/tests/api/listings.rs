@@ -569,6 +569,10 @@ app_test!(
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
         assert_eq!(status, "pending_review", "the flagged photo held the listing");
+        let (_, inbox) = app.get("/api/v1/me/notifications", Some(&alice.token)).await;
+        let kinds: Vec<&str> = inbox["items"].as_array().unwrap().iter().map(|n| n["kind"].as_str().unwrap()).collect();
+        assert!(kinds.contains(&"listing_held"), "the seller is told: {kinds:?}");
+        assert!(kinds.contains(&"listing_approved"), "and was told of the earlier approval: {kinds:?}");
         let (s, _) = app.get(&path, Some(&bob.token)).await;
         assert_eq!(s, StatusCode::NOT_FOUND);
     }

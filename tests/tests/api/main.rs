@@ -5,5 +5,6 @@ mod foundation;
 mod images;
 mod listings;
 mod moderation;
+mod notifications;
 mod users;
 mod wechat;

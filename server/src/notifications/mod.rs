@@ -1,0 +1,7 @@
+//! The in-app inbox: what happened to a student's listings, verification and posts while they were away.
+//! Other capabilities call [`service::notify`] inside their own transaction, so a notification exists exactly
+//! when the change it reports was committed. (WeChat subscribe messages come with the notifications issue.)
+
+pub mod api;
+pub mod model;
+pub mod service;
