@@ -1136,12 +1136,58 @@ pub async fn create_comment(
     }
     .insert(&txn)
     .await?;
+    notify_thread(&txn, &row, &p, answered.as_ref()).await?;
     txn.commit().await?;
     Ok(CommentCreated {
         comment: row,
         post: p,
         answered,
     })
+}
+
+/// The inbox notifications of a new comment, in its transaction: the author of the comment answered hears of
+/// the reply, the post's author of the comment (once, if they are the same person); nobody hears of their own
+/// comment. The notifications quote the comment and name nobody, so an anonymous commenter stays anonymous.
+async fn notify_thread(
+    txn: &impl ConnectionTrait,
+    c: &comment::Model,
+    p: &post::Model,
+    answered: Option<&comment::Model>,
+) -> AppResult<()> {
+    use crate::notifications::service::notify;
+    if c.status != Status::Published {
+        return Ok(());
+    }
+    let excerpt = clip(&c.body, 100);
+    let mut told = c.author_id;
+    if let Some(a) = answered
+        && a.author_id != c.author_id
+    {
+        notify(
+            txn,
+            a.author_id,
+            "comment_reply",
+            "有人回复了你的评论",
+            &excerpt,
+            Some("post"),
+            Some(p.id),
+        )
+        .await?;
+        told = a.author_id;
+    }
+    if p.author_id != c.author_id && p.author_id != told {
+        notify(
+            txn,
+            p.author_id,
+            "post_comment",
+            &format!("你的帖子「{}」有新评论", clip(&p.title, 30)),
+            &excerpt,
+            Some("post"),
+            Some(p.id),
+        )
+        .await?;
+    }
+    Ok(())
 }
 
 /// `DELETE /api/v1/comments/{id}`: the author's soft delete; replies under it stay.

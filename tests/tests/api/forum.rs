@@ -235,6 +235,9 @@ app_test!(
                 seen.push(b);
             }
         }
+        let (_, inbox) = app.get("/api/v1/me/notifications", Some(&bob.token)).await;
+        assert_eq!(inbox["items"].as_array().unwrap().len(), 1, "{inbox}");
+        assert!(leaks(&inbox, &alice).is_empty());
         let detail = &seen[0];
         assert_eq!(detail["is_mine"], false);
         // Bob sees the same buttons on Alice's anonymous post as on anyone's.
@@ -397,15 +400,31 @@ app_test!(
         assert_eq!(r2["reply_to"]["comment_id"], r1["id"]);
         assert_eq!(r2["reply_to"]["author"]["id"].as_i64(), Some(carol.id));
         let second = comment(&app, &carol, id, "教学楼也行", None).await;
+        // The post's author hears of every comment but her own; whoever is answered hears of the reply.
+        comment(&app, &alice, id, "谢谢", Some(top_id)).await;
+        let kinds = |s: Student| {
+            let app = &app;
+            async move {
+                let (status, inbox) = app.get("/api/v1/me/notifications", Some(&s.token)).await;
+                assert_eq!(status, StatusCode::OK, "{inbox}");
+                let mut k: Vec<String> = inbox["items"].as_array().unwrap().iter().map(|n| n["kind"].as_str().unwrap().to_string()).collect();
+                k.sort();
+                k
+            }
+        };
+        assert_eq!(kinds(alice.clone()).await, vec!["post_comment"; 4]);
+        assert_eq!(kinds(bob.clone()).await, vec!["comment_reply"; 2]);
+        assert_eq!(kinds(carol.clone()).await, vec!["comment_reply"]);
+        assert!(kinds(dave.clone()).await.is_empty());
 
         let (_, page) = app.get(&format!("/api/v1/posts/{id}/comments?sort=new"), None).await;
         assert_eq!(ids(&page), vec![second["id"].as_i64().unwrap(), top_id]);
         let t = &page["items"][1];
-        assert_eq!(t["reply_count"], 2);
+        assert_eq!(t["reply_count"], 3);
         let replies: Vec<i64> = t["replies"].as_array().unwrap().iter().map(|r| r["id"].as_i64().unwrap()).collect();
-        assert_eq!(replies, vec![r1["id"].as_i64().unwrap(), r2["id"].as_i64().unwrap()]);
+        assert_eq!(replies[..2], [r1["id"].as_i64().unwrap(), r2["id"].as_i64().unwrap()]);
         let (_, p) = app.get(&format!("/api/v1/posts/{id}"), None).await;
-        assert_eq!(p["comment_count"], 4);
+        assert_eq!(p["comment_count"], 5);
 
         // Comment votes order the `top` sort; a deleted comment keeps its replies.
         vote(&app, &alice, &format!("/api/v1/comments/{}/vote", second["id"]), 1).await;
@@ -420,7 +439,7 @@ app_test!(
         let (_, page) = app.get(&format!("/api/v1/posts/{id}/comments?sort=new"), None).await;
         let t = &page["items"][1];
         assert_eq!((t["status"].as_str(), t["body"].as_str(), &t["author"]), (Some("deleted"), Some(""), &Value::Null));
-        assert_eq!(t["replies"].as_array().unwrap().len(), 2);
+        assert_eq!(t["replies"].as_array().unwrap().len(), 3);
         // Replying to a comment of another post is refused.
         let other = post(&app, &bob, &d, "另一帖", false).await["id"].as_i64().unwrap();
         let (s, b) = app.post(&format!("/api/v1/posts/{other}/comments"), Some(&bob.token), &json!({ "body": "x", "parent_id": r1["id"] })).await;
