@@ -56,6 +56,8 @@ enum Posts {
     Downvotes,
     CommentCount,
     Hot,
+    WantedKeyword,
+    PriceCeiling,
     CreatedAt,
     UpdatedAt,
     DeletedAt,
@@ -186,6 +188,8 @@ impl MigrationTrait for Migration {
                     .col(big_integer(Posts::Downvotes).default(0))
                     .col(big_integer(Posts::CommentCount).default(0))
                     .col(double(Posts::Hot).default(0.0))
+                    .col(string_len_null(Posts::WantedKeyword, 40))
+                    .col(big_integer_null(Posts::PriceCeiling))
                     .col(timestamp_with_time_zone(Posts::CreatedAt))
                     .col(timestamp_with_time_zone(Posts::UpdatedAt))
                     .col(timestamp_with_time_zone_null(Posts::DeletedAt))
@@ -228,6 +232,10 @@ impl MigrationTrait for Migration {
                 vec![Posts::SchoolId, Posts::CreatedAt, Posts::Id],
             ),
             ("ix_posts_author", vec![Posts::AuthorId, Posts::Id]),
+            (
+                "ix_posts_wanted",
+                vec![Posts::SchoolId, Posts::PriceCeiling],
+            ),
         ] {
             let mut idx = Index::create().name(name).table(Posts::Table).to_owned();
             for c in cols {

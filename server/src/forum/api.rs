@@ -112,6 +112,8 @@ pub struct PostView {
     pub comment_count: i64,
     pub pinned: bool,
     pub locked: bool,
+    /// A wanted post's saved search.
+    pub wanted: Option<WantedSearch>,
     pub allowed_actions: Vec<PostAction>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -190,6 +192,17 @@ pub struct CreatePost {
     /// Hide the author from everyone (operators excepted).
     #[oai(default)]
     pub anonymous: bool,
+    /// Wanted board (求购) only: a saved search; new listings of your school that match notify you for 30 days.
+    pub wanted: Option<WantedSearch>,
+}
+
+/// A wanted post's saved search.
+#[derive(Debug, Clone, Object)]
+pub struct WantedSearch {
+    /// 1–20 characters a listing's title or description must contain.
+    pub keyword: String,
+    /// Fen: the most you will pay.
+    pub max_price: i64,
 }
 
 /// An edit: fields left out stay. Possible within 24 hours and until the first comment.
@@ -369,6 +382,12 @@ pub async fn post_views(
                 comment_count: p.comment_count,
                 pinned: p.pinned,
                 locked: p.locked,
+                wanted: match (readable, p.wanted_keyword, p.price_ceiling) {
+                    (true, Some(keyword), Some(max_price)) => {
+                        Some(WantedSearch { keyword, max_price })
+                    }
+                    _ => None,
+                },
                 allowed_actions: actions,
                 created_at: p.created_at,
                 updated_at: p.updated_at,
@@ -539,6 +558,10 @@ impl ForumApi {
             image_ids: b.image_ids,
             listing_ids: b.listing_ids,
             anonymous: b.anonymous,
+            wanted: b.wanted.map(|w| service::Wanted {
+                keyword: w.keyword,
+                max_price: w.max_price,
+            }),
         };
         let p = service::create_post(&state, &auth.0.user, input).await?;
         Ok(Json(one_post(&state, p, Some(&auth.0.user)).await?))

@@ -55,6 +55,10 @@ pub mod post {
         pub comment_count: i64,
         /// [`super::hot`] of the score and the creation time; recomputed on every vote.
         pub hot: f64,
+        /// A wanted post's saved search: new listings whose text contains this word …
+        pub wanted_keyword: Option<String>,
+        /// … at or under this price (fen) notify the author.
+        pub price_ceiling: Option<i64>,
         pub created_at: DateTimeUtc,
         pub updated_at: DateTimeUtc,
         pub deleted_at: Option<DateTimeUtc>,

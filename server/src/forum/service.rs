@@ -72,7 +72,25 @@ pub struct PostInput {
     pub image_ids: Vec<i64>,
     pub listing_ids: Vec<i64>,
     pub anonymous: bool,
+    /// Only in the `wanted` board: a saved search that tells the author about matching new listings.
+    pub wanted: Option<Wanted>,
 }
+
+/// A wanted post's saved search.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Wanted {
+    /// 1–20 characters that a listing's title or description must contain (case does not matter).
+    pub keyword: String,
+    /// Fen, 1 … 10,000,000: the most the author will pay.
+    pub max_price: i64,
+}
+
+/// The board whose posts may carry a saved search.
+pub const WANTED_BOARD: &str = "wanted";
+/// How long a wanted post keeps matching new listings.
+pub const WANTED_FOR: chrono::Duration = chrono::Duration::days(30);
+/// Wanted posts told about one new listing at most.
+pub const WANTED_NOTIFY_MAX: u64 = 100;
 
 /// An edit of a post: `None` keeps a field.
 #[derive(Debug, Clone, Default)]
@@ -267,11 +285,32 @@ pub async fn create_post(
     let b = board::Entity::find_by_id(input.board_id)
         .one(&state.db)
         .await?;
-    if b.is_none_or(|b| b.school_id != school_id) {
+    let Some(b) = b.filter(|b| b.school_id == school_id) else {
         return Err(AppError::invalid_field(
             "board_id",
             "not a board of your school",
         ));
+    };
+    if let Some(w) = &mut input.wanted {
+        w.keyword = w.keyword.trim().to_lowercase();
+        if b.slug != WANTED_BOARD {
+            return Err(AppError::invalid_field(
+                "wanted",
+                "only posts in the wanted board (求购) carry a saved search",
+            ));
+        }
+        if !(1..=20).contains(&w.keyword.chars().count()) {
+            return Err(AppError::invalid_field(
+                "wanted.keyword",
+                "must be 1–20 characters",
+            ));
+        }
+        if !(1..=crate::listings::service::PRICE_MAX).contains(&w.max_price) {
+            return Err(AppError::invalid_field(
+                "wanted.max_price",
+                "must be 1 to 10,000,000 fen",
+            ));
+        }
     }
     check_listings(&state.db, author.id, input.anonymous, &input.listing_ids).await?;
     crate::auth::service::rate_limit(
@@ -313,6 +352,8 @@ pub async fn create_post(
         downvotes: Set(0),
         comment_count: Set(0),
         hot: Set(hot(0, now)),
+        wanted_keyword: Set(input.wanted.as_ref().map(|w| w.keyword.clone())),
+        price_ceiling: Set(input.wanted.as_ref().map(|w| w.max_price)),
         created_at: Set(now),
         updated_at: Set(now),
         deleted_at: Set(None),
@@ -586,6 +627,41 @@ pub async fn moderate(
         _ => {}
     }
     Ok(())
+}
+
+/// Tells the authors of wanted posts about a listing just put on sale, in the listing's transaction: published
+/// wanted posts of its school, under 30 days old, whose price ceiling it meets and whose keyword its title or
+/// description contains. The seller is never told about their own listing.
+pub async fn notify_wanted(txn: &impl ConnectionTrait, l: &listing::Model) -> AppResult<usize> {
+    let candidates = post::Entity::find()
+        .filter(post::Column::SchoolId.eq(l.school_id))
+        .filter(post::Column::PriceCeiling.gte(l.price))
+        .filter(post::Column::Status.eq(Status::Published))
+        .filter(post::Column::AuthorId.ne(l.seller_id))
+        .filter(post::Column::CreatedAt.gte(util::now() - WANTED_FOR))
+        .order_by_desc(post::Column::Id)
+        .limit(WANTED_NOTIFY_MAX)
+        .all(txn)
+        .await?;
+    let text = format!("{}\n{}", l.title, l.description).to_lowercase();
+    let mut told = HashSet::new();
+    for p in candidates {
+        let Some(k) = &p.wanted_keyword else { continue };
+        if !text.contains(k.as_str()) || !told.insert(p.author_id) {
+            continue;
+        }
+        crate::notifications::service::notify(
+            txn,
+            p.author_id,
+            "wanted_match",
+            &format!("你求购的「{}」有新商品", clip(k, 20)),
+            &format!("{}，¥{:.2}", clip(&l.title, 60), l.price as f64 / 100.0),
+            Some("listing"),
+            Some(l.id),
+        )
+        .await?;
+    }
+    Ok(told.len())
 }
 
 // ---------------------------------------------------------------------------------------------------------------

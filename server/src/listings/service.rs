@@ -349,6 +349,9 @@ pub async fn create(
                 images::service::attach(txn, seller_id, &input.image_ids, "listing", row.id)
                     .await?;
                 replace_places(txn, row.id, &input.meetup_place_ids).await?;
+                if row.status == Status::OnSale {
+                    crate::forum::service::notify_wanted(txn, &row).await?;
+                }
                 Ok(row)
             })
         })

@@ -8,7 +8,7 @@ use super::model::media_check;
 use crate::{error::AppResult, state::AppState};
 
 /// Called for every image check decided `risky` or `review`: the content it belongs to leaves the public feeds
-/// and waits for an operator (a listing moves to `pending_review` with the label).
+/// and waits for an operator (a listing moves to `pending_review` with the label; a published post is hidden).
 pub async fn media_flagged(state: &AppState, check: &media_check::Model) -> AppResult<()> {
     tracing::warn!(
         check = check.id,
@@ -23,6 +23,15 @@ pub async fn media_flagged(state: &AppState, check: &media_check::Model) -> AppR
     match check.target_type.as_str() {
         "listing" => {
             crate::listings::service::hold_for_review(&state.db, check.target_id, &label).await
+        }
+        "post" => {
+            crate::forum::service::moderate(
+                &state.db,
+                "post",
+                check.target_id,
+                crate::forum::service::Moderation::Hide,
+            )
+            .await
         }
         _ => Ok(()),
     }

@@ -620,3 +620,66 @@ app_test!(
         assert_eq!(thread["items"].as_array().unwrap().len(), 2);
     }
 );
+
+/// Publishes a listing of the demo school (a lamp category, one small photo).
+async fn sell(app: &TestApp, s: &Student, title: &str, price: i64) -> i64 {
+    let img = image::RgbImage::from_fn(32, 32, |x, y| {
+        image::Rgb([(x * 8) as u8, (y * 8) as u8, 60])
+    });
+    let mut png = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut png, image::ImageFormat::Png).unwrap();
+    let (status, up) = app
+        .upload_file(Some(&s.token), "p.png", "image/png", &png.into_inner())
+        .await;
+    assert_eq!(status, StatusCode::OK, "{up}");
+    let (_, cats) = app.get("/api/v1/categories", None).await;
+    let lamps = cats
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|c| c["children"].as_array().unwrap().iter())
+        .find(|c| c["slug"] == "lamps")
+        .unwrap()["id"]
+        .clone();
+    let body = json!({
+        "title": title, "description": "宿舍用", "price": price, "condition": "good",
+        "category_id": lamps, "image_ids": [up["id"]], "trade_methods": ["meetup"],
+    });
+    let (status, l) = app.post("/api/v1/listings", Some(&s.token), &body).await;
+    assert_eq!(status, StatusCode::OK, "{l}");
+    l["id"].as_i64().unwrap()
+}
+
+app_test!(
+    async fn wanted_posts_hear_of_matching_listings(backend) {
+        let app = TestApp::spawn(backend).await;
+        let d = demo(&app).await;
+        let alice = student(&app, "alice", &d).await;
+        let bob = student(&app, "bob", &d).await;
+        let wanted = json!({ "keyword": "台灯", "max_price": 5000 });
+        let (s, b) = app
+            .post("/api/v1/posts", Some(&alice.token), &json!({ "board_id": d.board("chat"), "title": "求台灯", "wanted": wanted }))
+            .await;
+        assert_eq!((s, b["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("validation_failed")), "{b}");
+        let (s, p) = app
+            .post("/api/v1/posts", Some(&alice.token), &json!({ "board_id": d.board("wanted"), "title": "求台灯", "wanted": wanted, "anonymous": true }))
+            .await;
+        assert_eq!(s, StatusCode::OK, "{p}");
+        assert_eq!(p["wanted"]["max_price"], 5000);
+
+        let inbox = |s: &Student| {
+            let token = s.token.clone();
+            let app = &app;
+            async move {
+                let (_, b) = app.get("/api/v1/me/notifications", Some(&token)).await;
+                b["items"].as_array().unwrap().iter().filter(|n| n["kind"] == "wanted_match").map(|n| n["target_id"].as_i64().unwrap()).collect::<Vec<_>>()
+            }
+        };
+        let cheap = sell(&app, &bob, "护眼台灯 九成新", 3000).await;
+        sell(&app, &bob, "落地台灯", 8000).await; // over the ceiling
+        sell(&app, &bob, "书架", 1000).await; // no keyword
+        sell(&app, &alice, "旧台灯", 1000).await; // her own
+        assert_eq!(inbox(&alice).await, vec![cheap]);
+        assert!(inbox(&bob).await.is_empty());
+    }
+);
