@@ -18,7 +18,7 @@ use crate::{
     db::is_unique_violation,
     error::{AppError, AppResult},
     forum::{
-        model::Status as forum_status,
+        model::Status as PostStatus,
         service::{self as forum, Moderation},
     },
     listings::{self, model::Transition},
@@ -152,7 +152,7 @@ pub async fn file_report(
         }
         TargetType::Post => {
             let p = forum::visible_post(db, target_id, me).await?;
-            if p.status == forum_status::Deleted {
+            if p.status == PostStatus::Deleted {
                 return Err(AppError::not_found("post"));
             }
         }

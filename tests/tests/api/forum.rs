@@ -505,6 +505,22 @@ app_test!(
         assert_eq!(s, StatusCode::OK);
         let (s, b) = report(&alice, "user", alice.id).await;
         assert_eq!((s, b["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("cannot_report_self")));
+
+        // A reported listing is held for review, and comes back when the reports are dismissed.
+        let l = sell(&app, &alice, "二手台灯", 2000).await;
+        report(&bob, "listing", l).await;
+        report(&carol, "listing", l).await;
+        let (s, _) = app.get(&format!("/api/v1/listings/{l}"), Some(&bob.token)).await;
+        assert_eq!(s, StatusCode::NOT_FOUND);
+        let (_, own) = app.get(&format!("/api/v1/listings/{l}"), Some(&alice.token)).await;
+        assert_eq!((own["status"].as_str(), own["moderation_label"].as_str()), (Some("pending_review"), Some("reported")));
+        resolve_reports(&app.state.db, TargetType::Listing, l, Decision::Dismiss).await.unwrap();
+        let (s, back) = app.get(&format!("/api/v1/listings/{l}"), Some(&bob.token)).await;
+        assert_eq!((s, back["status"].as_str()), (StatusCode::OK, Some("on_sale")));
+        // Removing takes a post down for good.
+        resolve_reports(&app.state.db, TargetType::Post, id, Decision::Remove).await.unwrap();
+        let (s, _) = app.get(&format!("/api/v1/posts/{id}"), Some(&carol.token)).await;
+        assert_eq!(s, StatusCode::NOT_FOUND);
     }
 );
 
