@@ -553,6 +553,36 @@ app_test!(
         // An edit into review text holds the post.
         let (s, b) = app.patch(&format!("/api/v1/posts/{ok}"), Some(&alice.token), &json!({ "body": "加微信聊" })).await;
         assert_eq!((s, b["status"].as_str()), (StatusCode::OK, Some("pending_review")));
+
+        // A photo WeChat finds risky hides the published post, asynchronously.
+        let img = image::RgbImage::from_fn(40, 30, |x, y| image::Rgb([(x * 6) as u8, 20, (y * 7) as u8]));
+        let mut png = std::io::Cursor::new(Vec::new());
+        img.write_to(&mut png, image::ImageFormat::Png).unwrap();
+        let (_, up) = app.upload_file(Some(&alice.token), "p.png", "image/png", &png.into_inner()).await;
+        let bytes = app.http.get(up["url"].as_str().unwrap()).send().await.unwrap().bytes().await.unwrap();
+        let sha256 = campus_trade::util::sha256_hex(&bytes);
+        let (s, _) = app
+            .post("/sandbox/wechat/_sandbox/media-verdicts", None, &json!({ "sha256": sha256, "suggest": "risky", "label": 20002 }))
+            .await;
+        assert_eq!(s, StatusCode::OK);
+        let (s, p) = app
+            .post("/api/v1/posts", Some(&alice.token), &json!({ "board_id": d.board("chat"), "title": "看图", "image_ids": [up["id"]] }))
+            .await;
+        assert_eq!((s, p["status"].as_str()), (StatusCode::OK, Some("published")), "{p}");
+        assert_eq!(p["images"][0]["id"], up["id"]);
+        let path = format!("/api/v1/posts/{}", p["id"]);
+        let mut status = String::new();
+        for _ in 0..100 {
+            let (_, now) = app.get(&path, Some(&alice.token)).await;
+            status = now["status"].as_str().unwrap().to_string();
+            if status == "hidden" {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        assert_eq!(status, "hidden", "the flagged photo hid the post");
+        let (s, _) = app.get(&path, Some(&bob.token)).await;
+        assert_eq!(s, StatusCode::NOT_FOUND);
     }
 );
 
