@@ -1,6 +1,7 @@
-//! Rules of the campus circle, free of HTTP: publishing posts and comments with content checks, the edit window,
-//! soft deletion, votes whose totals never drift, the stored hot rank, keyset-paged feeds that leave out
-//! what the viewer blocked, and the hiding and pinning that moderation uses.
+//! Rules of posts, free of HTTP: publishing with content checks, the edit window, soft deletion, the stored hot
+//! rank, keyset-paged feeds that leave out what the viewer blocked, wanted-post matching, and the hiding and
+//! pinning that moderation uses. Comments live in [`super::comments`] and votes in [`super::votes`]; both are
+//! re-exported here.
 //!
 //! Every state change is one conditional UPDATE (or an insert) inside a transaction whose first statement is a
 //! write: on SQLite a transaction that reads first and writes later fails when another connection committed
@@ -15,10 +16,17 @@ use sea_orm::{
     ActiveValue::Set,
     ColumnTrait, Condition, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter,
     QueryOrder, QuerySelect, TransactionTrait,
-    sea_query::{Expr, ExprTrait, OnConflict, Query},
+    sea_query::{Expr, ExprTrait, Query},
 };
 
-use super::model::{Status, board, comment, editable, hot, post, post_listing, vote};
+use super::model::{Status, board, comment, editable, hot, post, post_listing};
+pub use super::{
+    comments::{
+        CommentCreated, CommentInput, CommentSort, Thread, comments_by_id, create_comment,
+        delete_comment, list_comments, visible_comment,
+    },
+    votes::{Tally, VoteTarget, my_votes, vote},
+};
 use crate::{
     error::{AppError, AppResult},
     images,
@@ -31,19 +39,14 @@ use crate::{
 
 pub const TITLE_MAX: usize = 80;
 pub const BODY_MAX: usize = 5000;
-pub const COMMENT_MAX: usize = 1000;
 pub const MAX_IMAGES: usize = 9;
 pub const MAX_LISTINGS: usize = 5;
 pub const PAGE_MAX: u64 = 50;
-/// Replies shown under each top-level comment of a page (the oldest first).
-pub const REPLIES_SHOWN: usize = 20;
 /// Posts a student may publish per hour.
 pub const POSTS_PER_HOUR: u64 = 20;
-/// Comments a student may write per hour.
-pub const COMMENTS_PER_HOUR: u64 = 120;
 const LABEL_MAX: usize = 40;
 
-fn clip(s: &str, max: usize) -> String {
+pub(super) fn clip(s: &str, max: usize) -> String {
     s.chars().take(max).collect()
 }
 
@@ -184,7 +187,7 @@ async fn check_listings(
 }
 
 /// What content security says; `risky` refuses the text (422 `content_rejected`), `review` holds it.
-async fn check_content(
+pub(super) async fn check_content(
     state: &AppState,
     author: &user::Model,
     scene: Scene,
@@ -391,7 +394,7 @@ pub async fn visible_post(
     }
 }
 
-fn refused(current: Status, what: &str) -> AppError {
+pub(super) fn refused(current: Status, what: &str) -> AppError {
     AppError::InvalidTransition {
         current: status_str(current),
         message: format!("cannot {what} a post that is {}", status_str(current)),
@@ -719,11 +722,11 @@ pub struct Page<T> {
 }
 
 /// A keyset position: the sort key (as an integer; a hot rank as its bits) and the id.
-fn encode_cursor(tag: &str, key: i64, id: i64) -> String {
+pub(super) fn encode_cursor(tag: &str, key: i64, id: i64) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{tag}:{key}:{id}"))
 }
 
-fn decode_cursor(tag: &str, cursor: &str) -> AppResult<(i64, i64)> {
+pub(super) fn decode_cursor(tag: &str, cursor: &str) -> AppResult<(i64, i64)> {
     let bad = || {
         AppError::bad_request(
             "invalid_cursor",
@@ -753,7 +756,11 @@ fn sort_tag(s: Sort) -> &'static str {
 }
 
 /// Leaves out what `viewer` blocked. Anonymous content stays: hiding it would tell the blocker who wrote it.
-fn not_blocked(author_col: impl ColumnTrait, anon_col: impl ColumnTrait, viewer: i64) -> Condition {
+pub(super) fn not_blocked(
+    author_col: impl ColumnTrait,
+    anon_col: impl ColumnTrait,
+    viewer: i64,
+) -> Condition {
     Condition::any().add(anon_col.eq(true)).add(
         author_col.not_in_subquery(
             Query::select()
@@ -766,7 +773,7 @@ fn not_blocked(author_col: impl ColumnTrait, anon_col: impl ColumnTrait, viewer:
 }
 
 /// Descending keyset condition `(key, id) < (k, id)`.
-fn before(
+pub(super) fn before(
     key: impl ColumnTrait,
     k: sea_orm::Value,
     id_col: impl ColumnTrait,
@@ -887,525 +894,6 @@ pub async fn linked_listings(
         out.entry(row.post_id).or_default().push(row.listing_id);
     }
     Ok(out)
-}
-
-// ---------------------------------------------------------------------------------------------------------------
-// Votes
-
-/// What a vote is on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum VoteTarget {
-    Post,
-    Comment,
-}
-
-impl VoteTarget {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            VoteTarget::Post => "post",
-            VoteTarget::Comment => "comment",
-        }
-    }
-}
-
-/// A target's totals after a vote, and the caller's vote.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Tally {
-    pub score: i64,
-    pub upvotes: i64,
-    pub downvotes: i64,
-    pub my_vote: i16,
-}
-
-/// `PUT …/vote`: sets the caller's vote to 1, -1 or 0 (clear). Idempotent. The vote row and the target's totals
-/// change in one transaction by the difference between the old and the new value, so totals never drift.
-pub async fn vote(
-    db: &DatabaseConnection,
-    user_id: i64,
-    target: VoteTarget,
-    id: i64,
-    value: i16,
-) -> AppResult<Tally> {
-    if !(-1..=1).contains(&value) {
-        return Err(AppError::invalid_field("value", "must be 1, -1 or 0"));
-    }
-    // Look-ups before the transaction: the target must be published (and a comment's post too).
-    match target {
-        VoteTarget::Post => {
-            let p = visible_post(db, id, Some(user_id)).await?;
-            if p.status != Status::Published {
-                return Err(refused(p.status, "vote on"));
-            }
-        }
-        VoteTarget::Comment => {
-            let c = visible_comment(db, id, Some(user_id)).await?;
-            if c.status != Status::Published {
-                return Err(refused(c.status, "vote on"));
-            }
-        }
-    }
-    let kind = target.as_str();
-    let now = util::now();
-    let txn = db.begin().await?;
-    // Write first: claim the vote row. On PostgreSQL this locks it, so two requests of one user serialise; on
-    // SQLite it takes the write lock before anything is read.
-    vote::Entity::insert(vote::ActiveModel {
-        user_id: Set(user_id),
-        target_type: Set(kind.to_string()),
-        target_id: Set(id),
-        value: Set(0),
-        updated_at: Set(now),
-    })
-    .on_conflict(
-        OnConflict::columns([
-            vote::Column::UserId,
-            vote::Column::TargetType,
-            vote::Column::TargetId,
-        ])
-        .update_column(vote::Column::UpdatedAt)
-        .to_owned(),
-    )
-    .exec_without_returning(&txn)
-    .await?;
-    let old = vote::Entity::find_by_id((user_id, kind.to_string(), id))
-        .one(&txn)
-        .await?
-        .map(|v| v.value)
-        .unwrap_or(0);
-    if old != value {
-        vote::Entity::update_many()
-            .col_expr(vote::Column::Value, Expr::value(value))
-            .filter(vote::Column::UserId.eq(user_id))
-            .filter(vote::Column::TargetType.eq(kind))
-            .filter(vote::Column::TargetId.eq(id))
-            .exec(&txn)
-            .await?;
-        let delta = i64::from(value - old);
-        let ups = i64::from(value == 1) - i64::from(old == 1);
-        let downs = i64::from(value == -1) - i64::from(old == -1);
-        match target {
-            VoteTarget::Post => {
-                post::Entity::update_many()
-                    .col_expr(
-                        post::Column::Score,
-                        Expr::col(post::Column::Score).add(delta),
-                    )
-                    .col_expr(
-                        post::Column::Upvotes,
-                        Expr::col(post::Column::Upvotes).add(ups),
-                    )
-                    .col_expr(
-                        post::Column::Downvotes,
-                        Expr::col(post::Column::Downvotes).add(downs),
-                    )
-                    .filter(post::Column::Id.eq(id))
-                    .exec(&txn)
-                    .await?;
-                refresh_hot(&txn, id).await?;
-            }
-            VoteTarget::Comment => {
-                comment::Entity::update_many()
-                    .col_expr(
-                        comment::Column::Score,
-                        Expr::col(comment::Column::Score).add(delta),
-                    )
-                    .col_expr(
-                        comment::Column::Upvotes,
-                        Expr::col(comment::Column::Upvotes).add(ups),
-                    )
-                    .col_expr(
-                        comment::Column::Downvotes,
-                        Expr::col(comment::Column::Downvotes).add(downs),
-                    )
-                    .filter(comment::Column::Id.eq(id))
-                    .exec(&txn)
-                    .await?;
-            }
-        }
-    }
-    let (score, upvotes, downvotes) = match target {
-        VoteTarget::Post => post::Entity::find_by_id(id)
-            .one(&txn)
-            .await?
-            .map(|p| (p.score, p.upvotes, p.downvotes)),
-        VoteTarget::Comment => comment::Entity::find_by_id(id)
-            .one(&txn)
-            .await?
-            .map(|c| (c.score, c.upvotes, c.downvotes)),
-    }
-    .ok_or_else(|| AppError::not_found(kind))?;
-    txn.commit().await?;
-    Ok(Tally {
-        score,
-        upvotes,
-        downvotes,
-        my_vote: value,
-    })
-}
-
-/// The caller's votes on these targets (absent means no vote).
-pub async fn my_votes(
-    db: &impl ConnectionTrait,
-    user_id: i64,
-    target: VoteTarget,
-    ids: &[i64],
-) -> AppResult<HashMap<i64, i16>> {
-    if ids.is_empty() {
-        return Ok(HashMap::new());
-    }
-    Ok(vote::Entity::find()
-        .filter(vote::Column::UserId.eq(user_id))
-        .filter(vote::Column::TargetType.eq(target.as_str()))
-        .filter(vote::Column::TargetId.is_in(ids.to_vec()))
-        .all(db)
-        .await?
-        .into_iter()
-        .map(|v| (v.target_id, v.value))
-        .collect())
-}
-
-// ---------------------------------------------------------------------------------------------------------------
-// Comments
-
-/// The comment as `viewer` may see it (deleted and held ones appear as placeholders in threads, but only
-/// published ones, or the viewer's own, are found by id).
-pub async fn visible_comment(
-    db: &impl ConnectionTrait,
-    id: i64,
-    viewer: Option<i64>,
-) -> AppResult<comment::Model> {
-    let c = comment::Entity::find_by_id(id)
-        .one(db)
-        .await?
-        .ok_or_else(|| AppError::not_found("comment"))?;
-    let post_ok = post::Entity::find_by_id(c.post_id)
-        .one(db)
-        .await?
-        .is_some_and(|p| p.status == Status::Published || Some(p.author_id) == viewer);
-    if post_ok
-        && (c.status == Status::Published
-            || (Some(c.author_id) == viewer && c.status != Status::Deleted))
-    {
-        Ok(c)
-    } else {
-        Err(AppError::not_found("comment"))
-    }
-}
-
-/// A new comment.
-#[derive(Debug, Clone)]
-pub struct CommentInput {
-    pub body: String,
-    /// The comment answered; a reply to a reply hangs under the top-level comment and names whom it answers.
-    pub parent_id: Option<i64>,
-    pub anonymous: bool,
-}
-
-/// Who should hear about a new comment: the post's author and the author of the comment answered.
-pub struct CommentCreated {
-    pub comment: comment::Model,
-    pub post: post::Model,
-    pub answered: Option<comment::Model>,
-}
-
-/// `POST /api/v1/posts/{id}/comments`. Locked posts take none. The author of an anonymous post stays anonymous in
-/// its thread.
-pub async fn create_comment(
-    state: &AppState,
-    author: &user::Model,
-    post_id: i64,
-    mut input: CommentInput,
-) -> AppResult<CommentCreated> {
-    input.body = input.body.trim().to_string();
-    if !(1..=COMMENT_MAX).contains(&input.body.chars().count()) {
-        return Err(AppError::invalid_field(
-            "body",
-            format!("must be 1–{COMMENT_MAX} characters"),
-        ));
-    }
-    let p = visible_post(&state.db, post_id, Some(author.id)).await?;
-    if p.status != Status::Published {
-        return Err(refused(p.status, "comment on"));
-    }
-    if p.locked {
-        return Err(AppError::conflict(
-            "post_locked",
-            "this post is locked and takes no new comments",
-        ));
-    }
-    let answered = match input.parent_id {
-        Some(pid) => {
-            let c = visible_comment(&state.db, pid, Some(author.id))
-                .await
-                .map_err(|_| AppError::invalid_field("parent_id", "no such comment"))?;
-            if c.post_id != post_id || c.status == Status::Deleted {
-                return Err(AppError::invalid_field(
-                    "parent_id",
-                    "no such comment on this post",
-                ));
-            }
-            Some(c)
-        }
-        None => None,
-    };
-    crate::auth::service::rate_limit(
-        &state.kv,
-        &format!("rl:comments:{}", author.id),
-        COMMENTS_PER_HOUR,
-        std::time::Duration::from_secs(3600),
-        "comments",
-    )
-    .await?;
-    let label = check_content(state, author, Scene::Comment, None, &input.body).await?;
-    let anonymous = input.anonymous || (p.anonymous && p.author_id == author.id);
-    let top = answered.as_ref().map(|c| c.parent_id.unwrap_or(c.id));
-    let now = util::now();
-    let txn = state.db.begin().await?;
-    // Write first, and conditional: the post must still be published and unlocked.
-    let res = post::Entity::update_many()
-        .col_expr(
-            post::Column::CommentCount,
-            Expr::col(post::Column::CommentCount).add(1),
-        )
-        .filter(post::Column::Id.eq(post_id))
-        .filter(post::Column::Status.eq(Status::Published))
-        .filter(post::Column::Locked.eq(false))
-        .exec(&txn)
-        .await?;
-    if res.rows_affected != 1 {
-        txn.rollback().await?;
-        return Err(AppError::conflict(
-            "post_locked",
-            "this post no longer takes comments",
-        ));
-    }
-    if let Some(top) = top {
-        comment::Entity::update_many()
-            .col_expr(
-                comment::Column::ReplyCount,
-                Expr::col(comment::Column::ReplyCount).add(1),
-            )
-            .filter(comment::Column::Id.eq(top))
-            .exec(&txn)
-            .await?;
-    }
-    let row = comment::ActiveModel {
-        post_id: Set(post_id),
-        author_id: Set(author.id),
-        parent_id: Set(top),
-        reply_to_id: Set(answered.as_ref().map(|c| c.id)),
-        anonymous: Set(anonymous),
-        body: Set(input.body),
-        status: Set(if label.is_some() {
-            Status::PendingReview
-        } else {
-            Status::Published
-        }),
-        moderation_label: Set(label),
-        score: Set(0),
-        upvotes: Set(0),
-        downvotes: Set(0),
-        reply_count: Set(0),
-        created_at: Set(now),
-        updated_at: Set(now),
-        ..Default::default()
-    }
-    .insert(&txn)
-    .await?;
-    notify_thread(&txn, &row, &p, answered.as_ref()).await?;
-    txn.commit().await?;
-    Ok(CommentCreated {
-        comment: row,
-        post: p,
-        answered,
-    })
-}
-
-/// The inbox notifications of a new comment, in its transaction: the author of the comment answered hears of
-/// the reply, the post's author of the comment (once, if they are the same person); nobody hears of their own
-/// comment. The notifications quote the comment and name nobody, so an anonymous commenter stays anonymous.
-async fn notify_thread(
-    txn: &impl ConnectionTrait,
-    c: &comment::Model,
-    p: &post::Model,
-    answered: Option<&comment::Model>,
-) -> AppResult<()> {
-    use crate::notifications::service::notify;
-    if c.status != Status::Published {
-        return Ok(());
-    }
-    let excerpt = clip(&c.body, 100);
-    let mut told = c.author_id;
-    if let Some(a) = answered
-        && a.author_id != c.author_id
-    {
-        notify(
-            txn,
-            a.author_id,
-            "comment_reply",
-            "有人回复了你的评论",
-            &excerpt,
-            Some("post"),
-            Some(p.id),
-        )
-        .await?;
-        told = a.author_id;
-    }
-    if p.author_id != c.author_id && p.author_id != told {
-        notify(
-            txn,
-            p.author_id,
-            "post_comment",
-            &format!("你的帖子「{}」有新评论", clip(&p.title, 30)),
-            &excerpt,
-            Some("post"),
-            Some(p.id),
-        )
-        .await?;
-    }
-    Ok(())
-}
-
-/// `DELETE /api/v1/comments/{id}`: the author's soft delete; replies under it stay.
-pub async fn delete_comment(db: &DatabaseConnection, author_id: i64, id: i64) -> AppResult<()> {
-    let txn = db.begin().await?;
-    let res = comment::Entity::update_many()
-        .col_expr(comment::Column::Status, Expr::value(Status::Deleted))
-        .col_expr(comment::Column::UpdatedAt, Expr::value(util::now()))
-        .filter(comment::Column::Id.eq(id))
-        .filter(comment::Column::AuthorId.eq(author_id))
-        .filter(comment::Column::Status.ne(Status::Deleted))
-        .exec(&txn)
-        .await?;
-    txn.commit().await?;
-    if res.rows_affected != 1 {
-        let c = visible_comment(db, id, Some(author_id)).await?;
-        if c.author_id != author_id {
-            return Err(AppError::forbidden(
-                "not_comment_author",
-                "only the author can delete this comment",
-            ));
-        }
-        return Err(refused(c.status, "delete"));
-    }
-    Ok(())
-}
-
-/// Comment order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, poem_openapi::Enum)]
-#[oai(rename_all = "snake_case")]
-pub enum CommentSort {
-    /// Highest score first.
-    #[default]
-    Top,
-    /// Newest first.
-    New,
-}
-
-/// A top-level comment and the first replies under it.
-pub struct Thread {
-    pub comment: comment::Model,
-    pub replies: Vec<comment::Model>,
-}
-
-/// `GET /api/v1/posts/{id}/comments`: top-level comments, keyset-paged, each with its first replies (oldest
-/// first). Comments of blocked authors are left out in SQL.
-pub async fn list_comments(
-    db: &DatabaseConnection,
-    post_id: i64,
-    viewer: Option<i64>,
-    sort: CommentSort,
-    cursor: Option<&str>,
-    limit: Option<u64>,
-) -> AppResult<Page<Thread>> {
-    visible_post(db, post_id, viewer).await?;
-    let limit = limit.unwrap_or(20).clamp(1, PAGE_MAX);
-    let tag = match sort {
-        CommentSort::Top => "ct",
-        CommentSort::New => "cn",
-    };
-    let mut select = comment::Entity::find()
-        .filter(comment::Column::PostId.eq(post_id))
-        .filter(comment::Column::ParentId.is_null());
-    if let Some(v) = viewer {
-        select = select.filter(not_blocked(
-            comment::Column::AuthorId,
-            comment::Column::Anonymous,
-            v,
-        ));
-    }
-    if let Some(c) = cursor {
-        let (k, id) = decode_cursor(tag, c)?;
-        select = select.filter(match sort {
-            CommentSort::Top => before(comment::Column::Score, k.into(), comment::Column::Id, id),
-            CommentSort::New => before(comment::Column::Id, k.into(), comment::Column::Id, id),
-        });
-    }
-    let key = match sort {
-        CommentSort::Top => comment::Column::Score,
-        CommentSort::New => comment::Column::Id,
-    };
-    let mut rows = select
-        .order_by_desc(key)
-        .order_by_desc(comment::Column::Id)
-        .limit(limit + 1)
-        .all(db)
-        .await?;
-    let next_cursor = if rows.len() as u64 > limit {
-        rows.truncate(limit as usize);
-        rows.last().map(|c| {
-            let k = match sort {
-                CommentSort::Top => c.score,
-                CommentSort::New => c.id,
-            };
-            encode_cursor(tag, k, c.id)
-        })
-    } else {
-        None
-    };
-    let parents: Vec<i64> = rows.iter().map(|c| c.id).collect();
-    let mut replies: HashMap<i64, Vec<comment::Model>> = HashMap::new();
-    if !parents.is_empty() {
-        let mut q = comment::Entity::find().filter(comment::Column::ParentId.is_in(parents));
-        if let Some(v) = viewer {
-            q = q.filter(not_blocked(
-                comment::Column::AuthorId,
-                comment::Column::Anonymous,
-                v,
-            ));
-        }
-        for r in q.order_by_asc(comment::Column::Id).all(db).await? {
-            let list = replies.entry(r.parent_id.unwrap_or_default()).or_default();
-            if list.len() < REPLIES_SHOWN {
-                list.push(r);
-            }
-        }
-    }
-    let items = rows
-        .into_iter()
-        .map(|c| Thread {
-            replies: replies.remove(&c.id).unwrap_or_default(),
-            comment: c,
-        })
-        .collect();
-    Ok(Page { items, next_cursor })
-}
-
-/// Comments by id (for naming whom a reply answers).
-pub async fn comments_by_id(
-    db: &impl ConnectionTrait,
-    ids: &[i64],
-) -> AppResult<HashMap<i64, comment::Model>> {
-    if ids.is_empty() {
-        return Ok(HashMap::new());
-    }
-    Ok(comment::Entity::find()
-        .filter(comment::Column::Id.is_in(ids.to_vec()))
-        .all(db)
-        .await?
-        .into_iter()
-        .map(|c| (c.id, c))
-        .collect())
 }
 
 #[cfg(test)]
