@@ -235,38 +235,6 @@ async fn replace_listings(txn: &impl ConnectionTrait, post_id: i64, ids: &[i64])
     Ok(())
 }
 
-/// Sends new post images to WeChat's asynchronous image check, after the post is committed.
-fn queue_media_checks(
-    state: &AppState,
-    author: &user::Model,
-    post_id: i64,
-    imgs: Vec<images::model::image::Model>,
-) {
-    if imgs.is_empty() {
-        return;
-    }
-    let state = state.clone();
-    let openid = author.openid.clone();
-    tokio::spawn(async move {
-        for img in imgs {
-            let (url, _) = images::service::urls(&state, &img);
-            if let Err(e) = moderation::service::submit_media_check(
-                &state,
-                &openid,
-                Scene::Forum,
-                &url,
-                "post",
-                post_id,
-                Some(img.id),
-            )
-            .await
-            {
-                tracing::warn!(post_id, image_id = img.id, error = %e, "could not submit an image check");
-            }
-        }
-    });
-}
-
 /// `POST /api/v1/posts`: in a board of the author's school; text checked as listings are (scene 3).
 pub async fn create_post(
     state: &AppState,
@@ -371,7 +339,7 @@ pub async fn create_post(
         .await?
         .remove(&row.id)
         .unwrap_or_default();
-    queue_media_checks(state, author, row.id, imgs);
+    crate::moderation::service::check_images_later(state, &author.openid, "post", row.id, imgs);
     tracing::info!(post_id = row.id, status = ?row.status, "post published");
     Ok(row)
 }
@@ -500,9 +468,10 @@ pub async fn update_post(
             .await?
             .remove(&id)
             .unwrap_or_default();
-        queue_media_checks(
+        crate::moderation::service::check_images_later(
             state,
-            author,
+            &author.openid,
+            "post",
             id,
             imgs.into_iter()
                 .filter(|i| ids.contains(&i.id) && !old_images.contains(&i.id))

@@ -237,38 +237,6 @@ async fn check_content(
     }
 }
 
-/// Sends the listing's new images to WeChat's asynchronous image check, after the listing is committed.
-fn queue_media_checks(
-    state: &AppState,
-    seller: &user::Model,
-    listing_id: i64,
-    images: Vec<images::model::image::Model>,
-) {
-    if images.is_empty() {
-        return;
-    }
-    let state = state.clone();
-    let openid = seller.openid.clone();
-    tokio::spawn(async move {
-        for img in images {
-            let (url, _) = images::service::urls(&state, &img);
-            if let Err(e) = moderation::service::submit_media_check(
-                &state,
-                &openid,
-                Scene::Forum,
-                &url,
-                "listing",
-                listing_id,
-                Some(img.id),
-            )
-            .await
-            {
-                tracing::warn!(listing_id, image_id = img.id, error = %e, "could not submit an image check");
-            }
-        }
-    });
-}
-
 /// `POST /api/v1/listings`.
 pub async fn create(
     state: &AppState,
@@ -360,7 +328,13 @@ pub async fn create(
         .await?
         .remove(&created.id)
         .unwrap_or_default();
-    queue_media_checks(state, seller, created.id, imgs);
+    crate::moderation::service::check_images_later(
+        state,
+        &seller.openid,
+        "listing",
+        created.id,
+        imgs,
+    );
     tracing::info!(
         listing_id = created.id,
         seller_id = seller.id,
@@ -588,9 +562,10 @@ pub async fn update(
             .await?
             .remove(&id)
             .unwrap_or_default();
-        queue_media_checks(
+        crate::moderation::service::check_images_later(
             state,
-            seller,
+            &seller.openid,
+            "listing",
             id,
             imgs.into_iter()
                 .filter(|i| new_images.contains(&i.id))

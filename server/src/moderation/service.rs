@@ -408,6 +408,40 @@ fn backoff(attempts: i32) -> Duration {
     Duration::from_secs(60 << attempts.clamp(1, 5).saturating_sub(1))
 }
 
+/// Sends newly attached images of `target` to WeChat's asynchronous image check, after the caller committed.
+/// Failures are logged; the verdicts come back through `/wechat/push`.
+pub fn check_images_later(
+    state: &AppState,
+    openid: &str,
+    target_type: &'static str,
+    target_id: i64,
+    images: Vec<crate::images::model::image::Model>,
+) {
+    if images.is_empty() {
+        return;
+    }
+    let state = state.clone();
+    let openid = openid.to_string();
+    tokio::spawn(async move {
+        for img in images {
+            let (url, _) = crate::images::service::urls(&state, &img);
+            if let Err(e) = submit_media_check(
+                &state,
+                &openid,
+                Scene::Forum,
+                &url,
+                target_type,
+                target_id,
+                Some(img.id),
+            )
+            .await
+            {
+                tracing::warn!(target_type, target_id, image_id = img.id, error = %e, "could not submit an image check");
+            }
+        }
+    });
+}
+
 /// Sends an image to WeChat's asynchronous check (`POST /wxa/media_check_async`) and records it in
 /// `media_checks`; the verdict arrives later through the push endpoint.
 ///
