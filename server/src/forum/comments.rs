@@ -240,7 +240,8 @@ pub async fn delete_comment(db: &DatabaseConnection, author_id: i64, id: i64) ->
         .col_expr(comment::Column::UpdatedAt, Expr::value(util::now()))
         .filter(comment::Column::Id.eq(id))
         .filter(comment::Column::AuthorId.eq(author_id))
-        .filter(comment::Column::Status.ne(Status::Deleted))
+        // Hidden or removed comments stay an operator's to decide.
+        .filter(comment::Column::Status.is_in([Status::Published, Status::PendingReview]))
         .exec(&txn)
         .await?;
     txn.commit().await?;

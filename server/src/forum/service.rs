@@ -492,7 +492,8 @@ pub async fn delete_post(db: &DatabaseConnection, author_id: i64, id: i64) -> Ap
         .col_expr(post::Column::Pinned, Expr::value(false))
         .filter(post::Column::Id.eq(id))
         .filter(post::Column::AuthorId.eq(author_id))
-        .filter(post::Column::Status.ne(Status::Deleted))
+        // Hidden or removed content stays an operator's: deleting it would make the thread public again.
+        .filter(post::Column::Status.is_in([Status::Published, Status::PendingReview]))
         .exec(&txn)
         .await?;
     if res.rows_affected != 1 {
@@ -553,10 +554,10 @@ pub async fn refresh_hot(db: &impl ConnectionTrait, id: i64) -> AppResult<()> {
 /// What moderation may do to a post or a comment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Moderation {
-    /// Hide it until an operator decides (reports reached the threshold, or an image was flagged).
-    Hide,
-    /// Bring a hidden one back.
-    Restore,
+    /// Hide it until an operator decides, saying why (`reported`, or the label of a flagged image).
+    Hide(&'static str),
+    /// Bring back one that was hidden for this reason only (dismissed reports never undo a flagged image).
+    Restore(&'static str),
     /// Take it down for good.
     Remove,
 }
@@ -569,32 +570,51 @@ pub async fn moderate(
     m: Moderation,
 ) -> AppResult<()> {
     let (from, to): (&[Status], Status) = match m {
-        Moderation::Hide => (&[Status::Published], Status::Hidden),
-        Moderation::Restore => (&[Status::Hidden], Status::Published),
+        Moderation::Hide(_) => (&[Status::Published], Status::Hidden),
+        Moderation::Restore(_) => (&[Status::Hidden], Status::Published),
         Moderation::Remove => (
             &[Status::Published, Status::Hidden, Status::PendingReview],
             Status::Removed,
         ),
     };
+    let label: Option<Option<String>> = match m {
+        Moderation::Hide(reason) => Some(Some(reason.to_string())),
+        Moderation::Restore(_) => Some(None),
+        Moderation::Remove => None,
+    };
+    let only_reason = match m {
+        Moderation::Restore(reason) => Some(reason),
+        _ => None,
+    };
     let now = util::now();
     match target_type {
         "post" => {
-            post::Entity::update_many()
+            let mut q = post::Entity::update_many()
                 .col_expr(post::Column::Status, Expr::value(to))
                 .col_expr(post::Column::UpdatedAt, Expr::value(now))
                 .filter(post::Column::Id.eq(id))
-                .filter(post::Column::Status.is_in(from.iter().copied()))
-                .exec(db)
-                .await?;
+                .filter(post::Column::Status.is_in(from.iter().copied()));
+            if let Some(l) = label {
+                q = q.col_expr(post::Column::ModerationLabel, Expr::value(l));
+            }
+            if let Some(reason) = only_reason {
+                q = q.filter(post::Column::ModerationLabel.eq(reason));
+            }
+            q.exec(db).await?;
         }
         "comment" => {
-            comment::Entity::update_many()
+            let mut q = comment::Entity::update_many()
                 .col_expr(comment::Column::Status, Expr::value(to))
                 .col_expr(comment::Column::UpdatedAt, Expr::value(now))
                 .filter(comment::Column::Id.eq(id))
-                .filter(comment::Column::Status.is_in(from.iter().copied()))
-                .exec(db)
-                .await?;
+                .filter(comment::Column::Status.is_in(from.iter().copied()));
+            if let Some(l) = label {
+                q = q.col_expr(comment::Column::ModerationLabel, Expr::value(l));
+            }
+            if let Some(reason) = only_reason {
+                q = q.filter(comment::Column::ModerationLabel.eq(reason));
+            }
+            q.exec(db).await?;
         }
         _ => {}
     }
@@ -611,14 +631,17 @@ pub async fn notify_wanted(txn: &impl ConnectionTrait, l: &listing::Model) -> Ap
         .filter(post::Column::Status.eq(Status::Published))
         .filter(post::Column::AuthorId.ne(l.seller_id))
         .filter(post::Column::CreatedAt.gte(util::now() - WANTED_FOR))
+        .filter(post::Column::WantedKeyword.is_not_null())
         .order_by_desc(post::Column::Id)
-        .limit(WANTED_NOTIFY_MAX)
         .all(txn)
         .await?;
     let text = format!("{}\n{}", l.title, l.description).to_lowercase();
     let mut told = HashSet::new();
     for p in candidates {
         let Some(k) = &p.wanted_keyword else { continue };
+        if told.len() >= WANTED_NOTIFY_MAX as usize {
+            break;
+        }
         if !text.contains(k.as_str()) || !told.insert(p.author_id) {
             continue;
         }

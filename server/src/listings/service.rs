@@ -664,6 +664,10 @@ pub async fn transition_in(
     if let Actor::System = actor {
         notify_seller(txn, &row, t).await?;
     }
+    if t == Transition::Approve {
+        // Approved from review: for buyers it is a new listing, so wanted posts hear of it now.
+        crate::forum::service::notify_wanted(txn, &row).await?;
+    }
     if t == Transition::Delete {
         // The photos of a deleted listing go with it (the sweep removes detached images).
         images::service::detach_all(txn, "listing", id).await?;

@@ -29,7 +29,7 @@ pub async fn media_flagged(state: &AppState, check: &media_check::Model) -> AppR
                 &state.db,
                 "post",
                 check.target_id,
-                crate::forum::service::Moderation::Hide,
+                crate::forum::service::Moderation::Hide("image_flagged"),
             )
             .await
         }

@@ -196,14 +196,16 @@ pub async fn file_report(
         }
         Err(e) => return Err(e.into()),
     };
-    // The unique index keeps one open report per reporter, so this counts distinct students.
+    txn.commit().await?;
+    // Counted after the commit, so two reports filed at the same moment both see each other (inside their
+    // transactions, under READ COMMITTED, each would count only itself plus the older ones). The unique index
+    // keeps one open report per reporter, so this counts distinct students; hiding twice is harmless.
     let reporters = report::Entity::find()
         .filter(report::Column::TargetType.eq(kind))
         .filter(report::Column::TargetId.eq(target_id))
         .filter(report::Column::Status.eq("open"))
-        .count(&txn)
+        .count(db)
         .await?;
-    txn.commit().await?;
     let hidden = reporters >= u64::from(state.config.report_hide_threshold);
     if hidden {
         hide(db, target, target_id).await?;
@@ -225,7 +227,7 @@ async fn hide(db: &DatabaseConnection, target: TargetType, id: i64) -> AppResult
     match target {
         TargetType::Listing => listings::service::hold_for_review(db, id, "reported").await,
         TargetType::Post | TargetType::Comment => {
-            forum::moderate(db, target.as_str(), id, Moderation::Hide).await
+            forum::moderate(db, target.as_str(), id, Moderation::Hide("reported")).await
         }
         // A reported account waits for an operator (bans are theirs to give).
         TargetType::User | TargetType::Message => Ok(()),
@@ -323,7 +325,7 @@ pub async fn resolve_reports(
             forum::moderate(db, kind, target_id, Moderation::Remove).await?
         }
         (TargetType::Post | TargetType::Comment, Decision::Dismiss) => {
-            forum::moderate(db, kind, target_id, Moderation::Restore).await?
+            forum::moderate(db, kind, target_id, Moderation::Restore("reported")).await?
         }
         (TargetType::Listing, Decision::Remove) => {
             match listings::service::transition(
