@@ -174,6 +174,13 @@ pub struct CommentPage {
     pub next_cursor: Option<String>,
 }
 
+/// A page of replies under one comment.
+#[derive(Debug, Object)]
+pub struct ReplyPage {
+    pub items: Vec<CommentView>,
+    pub next_cursor: Option<String>,
+}
+
 /// A new post.
 #[derive(Debug, Object)]
 pub struct CreatePost {
@@ -775,6 +782,51 @@ impl ForumApi {
         let open = p.status == Status::Published && !p.locked;
         Ok(Json(CommentPage {
             items: comment_views(&state, page.items, viewer, open).await?,
+            next_cursor: page.next_cursor,
+        }))
+    }
+
+    /// Every reply under a top-level comment (the comment list shows the first 20), oldest first.
+    #[oai(
+        path = "/v1/comments/:id/replies",
+        method = "get",
+        tag = "ForumTags::Comments",
+        operation_id = "list_replies"
+    )]
+    async fn replies(
+        &self,
+        state: Data<&AppState>,
+        auth: OptionalStudent,
+        id: Path<i64>,
+        cursor: Query<Option<String>>,
+        /// 1–50, default 20.
+        limit: Query<Option<u64>>,
+    ) -> AppResult<Json<ReplyPage>> {
+        let viewer = viewer_of(&auth);
+        let (top, page) = service::list_replies(
+            &state.db,
+            id.0,
+            viewer.map(|u| u.id),
+            cursor.0.as_deref(),
+            limit.0,
+        )
+        .await?;
+        let p = service::visible_post(&state.db, top.post_id, viewer.map(|u| u.id)).await?;
+        let open = p.status == Status::Published && !p.locked;
+        let threads = page
+            .items
+            .into_iter()
+            .map(|c| service::Thread {
+                comment: c,
+                replies: Vec::new(),
+            })
+            .collect();
+        Ok(Json(ReplyPage {
+            items: comment_views(&state, threads, viewer, open)
+                .await?
+                .into_iter()
+                .map(|t| t.comment)
+                .collect(),
             next_cursor: page.next_cursor,
         }))
     }

@@ -358,6 +358,52 @@ pub async fn list_comments(
     Ok(Page { items, next_cursor })
 }
 
+/// `GET /api/v1/comments/{id}/replies`: every reply under a top-level comment, oldest first, keyset-paged (the
+/// comment list shows only the first [`REPLIES_SHOWN`]; `reply_count` tells the client there are more).
+pub async fn list_replies(
+    db: &DatabaseConnection,
+    comment_id: i64,
+    viewer: Option<i64>,
+    cursor: Option<&str>,
+    limit: Option<u64>,
+) -> AppResult<(comment::Model, Page<comment::Model>)> {
+    let mut top = visible_comment(db, comment_id, viewer).await?;
+    if let Some(parent) = top.parent_id {
+        top = visible_comment(db, parent, viewer).await?;
+    }
+    let limit = limit.unwrap_or(20).clamp(1, PAGE_MAX);
+    let mut q = comment::Entity::find().filter(comment::Column::ParentId.eq(top.id));
+    if let Some(v) = viewer {
+        q = q.filter(not_blocked(
+            comment::Column::AuthorId,
+            comment::Column::Anonymous,
+            v,
+        ));
+    }
+    if let Some(c) = cursor {
+        let (_, after) = decode_cursor("cr", c)?;
+        q = q.filter(comment::Column::Id.gt(after));
+    }
+    let mut rows = q
+        .order_by_asc(comment::Column::Id)
+        .limit(limit + 1)
+        .all(db)
+        .await?;
+    let next_cursor = if rows.len() as u64 > limit {
+        rows.truncate(limit as usize);
+        rows.last().map(|c| encode_cursor("cr", c.id, c.id))
+    } else {
+        None
+    };
+    Ok((
+        top,
+        Page {
+            items: rows,
+            next_cursor,
+        },
+    ))
+}
+
 /// Comments by id (for naming whom a reply answers).
 pub async fn comments_by_id(
     db: &impl ConnectionTrait,

@@ -23,7 +23,7 @@ use super::model::{Status, board, comment, editable, hot, post, post_listing};
 pub use super::{
     comments::{
         CommentCreated, CommentInput, CommentSort, Thread, comments_by_id, create_comment,
-        delete_comment, list_comments, visible_comment,
+        delete_comment, list_comments, list_replies, visible_comment,
     },
     votes::{Tally, VoteTarget, my_votes, vote},
 };

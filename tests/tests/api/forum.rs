@@ -433,6 +433,19 @@ app_test!(
         let (_, p) = app.get(&format!("/api/v1/posts/{id}"), None).await;
         assert_eq!(p["comment_count"], 5);
 
+        // All replies of a comment, paged oldest first (asking with a reply's id means its thread).
+        let (s, p1) = app.get(&format!("/api/v1/comments/{top_id}/replies?limit=2"), None).await;
+        assert_eq!(s, StatusCode::OK, "{p1}");
+        let first: Vec<i64> = p1["items"].as_array().unwrap().iter().map(|r| r["id"].as_i64().unwrap()).collect();
+        assert_eq!(first, vec![r1["id"].as_i64().unwrap(), r2["id"].as_i64().unwrap()]);
+        let (_, p2) = app
+            .get(&format!("/api/v1/comments/{}/replies?limit=2&cursor={}", r1["id"], p1["next_cursor"].as_str().unwrap()), None)
+            .await;
+        assert_eq!(p2["items"].as_array().unwrap().len(), 1);
+        assert_eq!(p2["next_cursor"], Value::Null);
+        let (s, _) = app.get("/api/v1/comments/999999/replies", None).await;
+        assert_eq!(s, StatusCode::NOT_FOUND);
+
         // Comment votes order the `top` sort; a deleted comment keeps its replies.
         vote(&app, &alice, &format!("/api/v1/comments/{}/vote", second["id"]), 1).await;
         vote(&app, &dave, &format!("/api/v1/comments/{}/vote", second["id"]), 1).await;
