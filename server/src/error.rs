@@ -128,6 +128,14 @@ impl AppError {
     pub fn invalid_field(field: &str, problem: impl Into<String>) -> Self {
         Self::Validation(BTreeMap::from([(field.to_string(), problem.into())]))
     }
+    /// `Ok` when no field has a problem, else one 422 naming every field that has.
+    pub fn check_fields(problems: BTreeMap<String, String>) -> AppResult<()> {
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(Self::Validation(problems))
+        }
+    }
     pub fn internal(cause: impl Into<anyhow::Error>) -> Self {
         Self::Internal(cause.into())
     }

@@ -140,11 +140,7 @@ pub fn validate_post(
             format!("at most {MAX_LISTINGS} distinct listings"),
         );
     }
-    if problems.is_empty() {
-        Ok(())
-    } else {
-        Err(AppError::Validation(problems))
-    }
+    AppError::check_fields(problems)
 }
 
 /// The linked listings must exist and be visible to others (or be the author's own).

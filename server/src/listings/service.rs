@@ -152,11 +152,7 @@ pub fn validate_input(input: &mut ListingInput) -> AppResult<()> {
             "meet-up places need the meetup trade method".into(),
         );
     }
-    if problems.is_empty() {
-        Ok(())
-    } else {
-        Err(AppError::Validation(problems))
-    }
+    AppError::check_fields(problems)
 }
 
 /// Checks against the catalogue: the category, campus and places must exist, be shown, and belong to the school.
@@ -204,11 +200,7 @@ async fn validate_references(
             );
         }
     }
-    if problems.is_empty() {
-        Ok(())
-    } else {
-        Err(AppError::Validation(problems))
-    }
+    AppError::check_fields(problems)
 }
 
 /// What content security says about the text; `risky` refuses it outright.

@@ -178,11 +178,7 @@ pub fn validate_profile(change: &mut ProfileChange) -> AppResult<()> {
             "must be an https:// URL of at most 512 characters".into(),
         );
     }
-    if problems.is_empty() {
-        Ok(())
-    } else {
-        Err(AppError::Validation(problems))
-    }
+    AppError::check_fields(problems)
 }
 
 /// Nickname and bio are public: content security reads them (scene 1) before they are saved. A profile has no
