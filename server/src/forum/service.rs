@@ -9,7 +9,6 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use base64::Engine;
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ActiveModelTrait,
@@ -711,28 +710,12 @@ pub struct Page<T> {
 
 /// A keyset position: the sort key (as an integer; a hot rank as its bits) and the id.
 pub(super) fn encode_cursor(tag: &str, key: i64, id: i64) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{tag}:{key}:{id}"))
+    util::encode_cursor(tag, &key.to_string(), id)
 }
 
 pub(super) fn decode_cursor(tag: &str, cursor: &str) -> AppResult<(i64, i64)> {
-    let bad = || {
-        AppError::bad_request(
-            "invalid_cursor",
-            "the cursor is not valid for this query; start from the first page",
-        )
-    };
-    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(cursor)
-        .map_err(|_| bad())?;
-    let raw = String::from_utf8(raw).map_err(|_| bad())?;
-    let mut parts = raw.splitn(3, ':');
-    match (parts.next(), parts.next(), parts.next()) {
-        (Some(t), Some(k), Some(id)) if t == tag => Ok((
-            k.parse().map_err(|_| bad())?,
-            id.parse().map_err(|_| bad())?,
-        )),
-        _ => Err(bad()),
-    }
+    let (key, id) = util::decode_cursor(tag, cursor)?;
+    Ok((key.parse().map_err(|_| util::invalid_cursor())?, id))
 }
 
 fn sort_tag(s: Sort) -> &'static str {

@@ -3,7 +3,6 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use base64::Engine;
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ActiveModelTrait,
@@ -837,29 +836,12 @@ fn encode_cursor(sort: Sort, key: CursorKey, id: i64) -> String {
         CursorKey::Int(v) => format!("i{v}"),
         CursorKey::Float(v) => format!("f{:016x}", v.to_bits()),
     };
-    let raw = format!("{}:{key}:{id}", sort as u8);
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
+    util::encode_cursor(&(sort as u8).to_string(), &key, id)
 }
 
 fn decode_cursor(sort: Sort, cursor: &str) -> AppResult<(CursorKey, i64)> {
-    let bad = || {
-        AppError::bad_request(
-            "invalid_cursor",
-            "the cursor is not valid for this query; start from the first page",
-        )
-    };
-    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(cursor)
-        .map_err(|_| bad())?;
-    let raw = String::from_utf8(raw).map_err(|_| bad())?;
-    let mut parts = raw.splitn(3, ':');
-    let (Some(s), Some(key), Some(id)) = (parts.next(), parts.next(), parts.next()) else {
-        return Err(bad());
-    };
-    if s != (sort as u8).to_string() {
-        return Err(bad());
-    }
-    let id: i64 = id.parse().map_err(|_| bad())?;
+    let bad = util::invalid_cursor;
+    let (key, id) = util::decode_cursor(&(sort as u8).to_string(), cursor)?;
     let key = match key.split_at_checked(1) {
         Some(("t", v)) => CursorKey::Time(v.parse().map_err(|_| bad())?),
         Some(("i", v)) => CursorKey::Int(v.parse().map_err(|_| bad())?),
