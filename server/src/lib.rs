@@ -7,6 +7,7 @@
 //! `docs/architecture.md` explains how the pieces fit.
 
 pub mod auth;
+pub mod chat;
 pub mod config;
 pub mod db;
 pub mod error;
@@ -209,6 +210,7 @@ impl App {
             catalogue: Default::default(),
             views: Default::default(),
             storage: Arc::new(storage),
+            pay: wechat::pay::WechatPay::skeleton(),
         });
         Ok(Self {
             state,

@@ -32,6 +32,8 @@ pub struct Inner {
     pub views: crate::listings::service::ViewBuffer,
     /// Uploaded files (local folder `DATA_DIR/media/` by default).
     pub storage: Arc<dyn Storage>,
+    /// WeChat Pay API v3 (the real merchant, or the sandbox's).
+    pub pay: crate::wechat::pay::WechatPay,
 }
 
 impl AppState {

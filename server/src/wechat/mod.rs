@@ -5,6 +5,7 @@
 //! same protocol, so nothing is skipped on a laptop or in the tests.
 
 pub mod client;
+pub mod pay;
 pub mod push;
 pub mod sandbox;
 
