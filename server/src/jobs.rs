@@ -64,6 +64,13 @@ pub fn spawn(state: AppState) -> JoinHandle<()> {
                     .map(|n| n as u64)
             },
         ),
+        // Tell favouriters about price drops (one alert per listing per day, one statement per listing).
+        every(
+            &state,
+            Duration::from_secs(15),
+            "price-drop alerts",
+            |s| async move { crate::notifications::price_drops::sweep(&s.db).await },
+        ),
     ];
     tokio::spawn(async move {
         let _jobs = jobs;
