@@ -68,50 +68,9 @@ app_test!(
 
 /// A student of the demo school with one lamp for sale at `price`; returns (seller, listing id).
 async fn lamp_for_sale(app: &TestApp, who: &str, price: i64) -> (campus_trade_tests::Student, i64) {
-    let (_, schools) = app.get("/api/v1/schools", None).await;
-    let school = schools
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["slug"] == "demo-university")
-        .unwrap();
-    let campus = school["campuses"][0]["id"].as_i64().unwrap();
-    let seller = app.login(who).await;
-    let patch = json!({ "school_id": school["id"], "campus_id": campus });
-    let (s, _) = app.patch("/api/v1/me", Some(&seller.token), &patch).await;
-    assert_eq!(s, StatusCode::OK);
-    let img = image::RgbImage::from_fn(32, 32, |x, y| {
-        image::Rgb([(x * 8) as u8, (y * 8) as u8, 90])
-    });
-    let mut png = std::io::Cursor::new(Vec::new());
-    img.write_to(&mut png, image::ImageFormat::Png).unwrap();
-    let (s, up) = app
-        .upload_file(
-            Some(&seller.token),
-            "lamp.png",
-            "image/png",
-            &png.into_inner(),
-        )
-        .await;
-    assert_eq!(s, StatusCode::OK, "{up}");
-    let (_, cats) = app.get("/api/v1/categories", None).await;
-    let lamps = cats
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|c| c["children"].as_array().unwrap().iter())
-        .find(|c| c["slug"] == "lamps")
-        .unwrap()["id"]
-        .clone();
-    let body = json!({
-        "title": "护眼台灯", "description": "宿舍用，三档调光", "price": price, "condition": "good",
-        "category_id": lamps, "image_ids": [up["id"]], "trade_methods": ["meetup"],
-    });
-    let (s, l) = app
-        .post("/api/v1/listings", Some(&seller.token), &body)
-        .await;
-    assert_eq!(s, StatusCode::OK, "{l}");
-    (seller, l["id"].as_i64().unwrap())
+    let seller = app.demo_student(who).await;
+    let id = app.sell(&seller, "护眼台灯", price).await;
+    (seller, id)
 }
 
 async fn price_drop_count(app: &TestApp) -> u64 {
