@@ -98,7 +98,7 @@ pub async fn export(db: &DatabaseConnection, user_id: i64) -> AppResult<Value> {
     doc.insert("exported_at", Value::from(util::now().to_rfc3339()));
     doc.insert("profile", scrub(profile));
     doc.insert("data", Value::Object(sections));
-    Ok(serde_json::to_value(doc).map_err(AppError::internal)?)
+    serde_json::to_value(doc).map_err(AppError::internal)
 }
 
 /// Deletes the account of `user_id`: refused while an order of theirs is open; otherwise personal fields are
@@ -115,7 +115,7 @@ pub async fn delete_account(state: &AppState, user_id: i64) -> AppResult<()> {
     let res = txn
         .execute_raw(Statement::from_sql_and_values(
             backend,
-            &format!(
+            format!(
                 "UPDATE users SET status = 'deleted', openid = $1, unionid = NULL, nickname = $2, \
                  avatar_url = NULL, bio = '', verified_school_id = NULL, verified_until = NULL, \
                  ban_reason = NULL, banned_until = NULL, updated_at = $3 \
