@@ -51,7 +51,7 @@ pub enum OptionalStudent {
 }
 
 impl OptionalStudent {
-    fn user(&self) -> Option<&user::Model> {
+    pub(crate) fn user(&self) -> Option<&user::Model> {
         match self {
             OptionalStudent::Student(a) => Some(&a.0.user),
             OptionalStudent::Anonymous => None,
