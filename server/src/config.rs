@@ -80,8 +80,11 @@ pub struct Config {
     pub image_uploads_per_10_minutes: u32,
     /// How often the sweep of unattached images runs.
     pub image_sweep_interval: Duration,
-    /// Distinct students whose open reports hide a post, comment or listing until an operator decides.
+    /// Distinct students whose open reports hide a post, comment or listing until an operator decides. The
+    /// default of the `report_hide_threshold` site setting, which operators may change at run time.
     pub report_hide_threshold: u32,
+    /// Lifetime of an operator session (sliding, like students').
+    pub operator_session_ttl: Duration,
 }
 
 /// Where a setting's raw text comes from: the environment first, then the optional TOML file.
@@ -228,6 +231,10 @@ impl Config {
         if report_hide_threshold == 0 {
             bail!("REPORT_HIDE_THRESHOLD must be at least 1");
         }
+        let operator_session_hours: u64 = src.parse("OPERATOR_SESSION_TTL_HOURS", 12)?;
+        if !(1..=720).contains(&operator_session_hours) {
+            bail!("OPERATOR_SESSION_TTL_HOURS must be between 1 and 720");
+        }
         let max_connections = if database_url.starts_with("sqlite:") {
             8
         } else {
@@ -256,6 +263,7 @@ impl Config {
             image_uploads_per_10_minutes,
             image_sweep_interval: Duration::from_secs(image_sweep_seconds),
             report_hide_threshold,
+            operator_session_ttl: Duration::from_secs(operator_session_hours * 3600),
         })
     }
 

@@ -34,6 +34,8 @@ pub struct Inner {
     pub storage: Arc<dyn Storage>,
     /// WeChat Pay API v3 (the real merchant, or the sandbox's).
     pub pay: crate::wechat::pay::WechatPay,
+    /// Site settings operators change at run time, cached (read them with `crate::settings::current`).
+    pub settings: crate::settings::SettingsCache,
 }
 
 impl AppState {
