@@ -80,7 +80,8 @@ pub struct Config {
     pub image_uploads_per_10_minutes: u32,
     /// How often the sweep of unattached images runs.
     pub image_sweep_interval: Duration,
-    /// Distinct students whose open reports hide a post, comment or listing until an operator decides.
+    /// Distinct students whose open reports hide a post, comment or listing until an operator decides. The
+    /// default of the `report_hide_threshold` site setting, which operators may change at run time.
     pub report_hide_threshold: u32,
     /// Search: how many of the newest matches the `relevance` sort ranks (and `total` counts up to).
     pub search_rank_window: u32,
@@ -88,6 +89,8 @@ pub struct Config {
     pub search_suggest_refresh: Duration,
     /// How often new listings are matched against saved searches.
     pub saved_search_interval: Duration,
+    /// Lifetime of an operator session (sliding, like students').
+    pub operator_session_ttl: Duration,
 }
 
 /// Where a setting's raw text comes from: the environment first, then the optional TOML file.
@@ -247,6 +250,10 @@ impl Config {
         if !(1..=3_600).contains(&saved_search_interval_seconds) {
             bail!("SAVED_SEARCH_INTERVAL_SECONDS must be between 1 and 3600");
         }
+        let operator_session_hours: u64 = src.parse("OPERATOR_SESSION_TTL_HOURS", 12)?;
+        if !(1..=720).contains(&operator_session_hours) {
+            bail!("OPERATOR_SESSION_TTL_HOURS must be between 1 and 720");
+        }
         let max_connections = if database_url.starts_with("sqlite:") {
             8
         } else {
@@ -278,6 +285,7 @@ impl Config {
             search_rank_window,
             search_suggest_refresh: Duration::from_secs(search_suggest_refresh_seconds),
             saved_search_interval: Duration::from_secs(saved_search_interval_seconds),
+            operator_session_ttl: Duration::from_secs(operator_session_hours * 3600),
         })
     }
 

@@ -175,7 +175,8 @@ impl AppError {
         }
     }
 
-    fn body(&self) -> ErrorBody {
+    /// The JSON body this error answers with.
+    pub fn body(&self) -> ErrorBody {
         let message = match self {
             Self::BadRequest { message, .. }
             | Self::Unauthorized { message, .. }

@@ -1,11 +1,12 @@
 //! campus_trade: the second-hand market of a university campus.
 //!
-//! This crate is the whole service: the student API under `/api/v1`, the built-in WeChat sandbox under
-//! `/sandbox/wechat` (sandbox mode only), WeChat's message push at `/wechat/push`, uploaded media under
-//! `/media`, and health probes. [`App::build`] wires it from a [`Config`]; the
+//! This crate is the whole service: the student API under `/api/v1`, the operator API under `/admin/api/v1`,
+//! the built-in WeChat sandbox under `/sandbox/wechat` (sandbox mode only), WeChat's message push at
+//! `/wechat/push`, uploaded media under `/media`, and health probes. [`App::build`] wires it from a [`Config`]; the
 //! binary and the black-box tests both start the service through [`App`].
 //! `docs/architecture.md` explains how the pieces fit.
 
+pub mod admin;
 pub mod auth;
 pub mod chat;
 pub mod config;
@@ -20,7 +21,9 @@ pub mod listings;
 pub mod moderation;
 pub mod notifications;
 pub mod search;
+pub mod settings;
 pub mod state;
+pub mod stats;
 pub mod storage;
 pub mod users;
 pub mod util;
@@ -77,6 +80,48 @@ fn student_apis() -> StudentApis {
         users::blocks::BlocksApi,
         notifications::api::NotificationsApi,
         search::api::SearchApi,
+    )
+}
+
+/// The operator API's OpenAPI service: what the operators' web console calls (its own document, security
+/// scheme and Swagger UI, apart from the students').
+pub fn admin_api() -> OpenApiService<AdminApis, ()> {
+    OpenApiService::new(admin_apis(), "campus_trade operator API", env!("CARGO_PKG_VERSION"))
+        .description(
+            "The API campus operators run the market with. Every operation needs an operator session \
+             (`POST /v1/auth/login`) and names the permission it needs; roles grant permissions (see \
+             docs/operators.md). Every change is recorded in the audit log. Money is integer fen; times are \
+             UTC RFC 3339.",
+        )
+        .server("/admin/api")
+}
+
+/// Every capability's part of the operator API.
+pub type AdminApis = (
+    admin::accounts::SessionApi,
+    admin::accounts::OperatorsApi,
+    admin::audit::AuditApi,
+    admin::moderation::ModerationApi,
+    admin::users::UsersApi,
+    admin::users::VerificationApi,
+    admin::catalogue::CatalogueApi,
+    admin::forum::ForumModerationApi,
+    admin::settings::SettingsApi,
+    admin::stats::StatsApi,
+);
+
+fn admin_apis() -> AdminApis {
+    (
+        admin::accounts::SessionApi,
+        admin::accounts::OperatorsApi,
+        admin::audit::AuditApi,
+        admin::moderation::ModerationApi,
+        admin::users::UsersApi,
+        admin::users::VerificationApi,
+        admin::catalogue::CatalogueApi,
+        admin::forum::ForumModerationApi,
+        admin::settings::SettingsApi,
+        admin::stats::StatsApi,
     )
 }
 
@@ -215,6 +260,7 @@ impl App {
             storage: Arc::new(storage),
             pay: wechat::pay::WechatPay::skeleton(),
             search: Default::default(),
+            settings: Default::default(),
         });
         // Load the segmentation dictionary now, off the async threads, not in the first search.
         tokio::task::spawn_blocking(search::segment::warm_up);
@@ -228,10 +274,14 @@ impl App {
     /// The whole HTTP application: API, docs, sandbox, probes, and the shared middleware.
     pub fn endpoint(state: &AppState) -> impl poem::Endpoint<Output = poem::Response> + 'static {
         let api = student_api();
+        let admin = admin_api();
         let mut route = Route::new()
             .nest("/api/docs", api.swagger_ui())
             .nest("/api/openapi.json", api.spec_endpoint())
             .nest("/api", api)
+            .nest("/admin/api/docs", admin.swagger_ui())
+            .nest("/admin/api/openapi.json", admin.spec_endpoint())
+            .nest("/admin/api", admin)
             .at("/healthz", poem::get(health::healthz))
             .at("/readyz", poem::get(health::readyz))
             .at(

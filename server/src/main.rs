@@ -28,6 +28,61 @@ enum Command {
     Migrate,
     /// Check that the configured WeChat credentials work (fetches an access token and makes one call).
     WechatCheck,
+    /// Manage operator accounts (the people who run the market through the operator API).
+    #[command(subcommand)]
+    Operator(OperatorCommand),
+}
+
+#[derive(Subcommand)]
+enum OperatorCommand {
+    /// Create an operator account. The password is read from standard input (one line), never from the
+    /// command line: `printf '%s\n' "$PASSWORD" | campus-trade operator create --username li.lei --role admin`.
+    Create {
+        /// 3–32 characters: letters, digits, '.', '_' or '-'.
+        #[arg(long)]
+        username: String,
+        #[arg(long, value_enum)]
+        role: campus_trade::admin::auth::Role,
+        /// Comma-separated school ids the operator may act on; leave out for every school.
+        #[arg(long, value_delimiter = ',')]
+        schools: Option<Vec<i64>>,
+    },
+}
+
+/// Reads the password: the first line of standard input (a prompt goes to stderr when it is a terminal).
+fn read_password() -> anyhow::Result<String> {
+    use std::io::{BufRead, IsTerminal, Write};
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        eprint!("Password (it will be shown as you type; pipe it in to avoid that): ");
+        std::io::stderr().flush().ok();
+    }
+    let mut line = String::new();
+    stdin
+        .lock()
+        .read_line(&mut line)
+        .context("reading the password from standard input")?;
+    let password = line.trim_end_matches(['\r', '\n']).to_string();
+    if password.is_empty() {
+        anyhow::bail!("no password on standard input");
+    }
+    Ok(password)
+}
+
+/// An error of the service, as a command-line message (validation problems field by field).
+fn describe(e: campus_trade::error::AppError) -> anyhow::Error {
+    let body = e.body();
+    match body.fields {
+        Some(fields) => anyhow::anyhow!(
+            "{}",
+            fields
+                .iter()
+                .map(|(f, p)| format!("{f}: {p}"))
+                .collect::<Vec<_>>()
+                .join("; ")
+        ),
+        None => anyhow::anyhow!("{} ({})", body.message, body.code),
+    }
 }
 
 fn init_logging(config: &Config) {
@@ -101,6 +156,42 @@ async fn main() -> anyhow::Result<()> {
                 }
                 Err(e) => anyhow::bail!("WeChat check failed: {e}"),
             }
+        }
+        Command::Operator(OperatorCommand::Create {
+            username,
+            role,
+            schools,
+        }) => {
+            let password = read_password()?;
+            let db = campus_trade::db::connect(&config).await?;
+            campus_trade::db::migrate(&db).await?;
+            let created = campus_trade::admin::operators::create_from_cli(
+                &db,
+                campus_trade::admin::operators::NewOperator {
+                    username,
+                    password,
+                    role,
+                    schools: schools.clone(),
+                },
+            )
+            .await
+            .map_err(describe);
+            db.close().await?;
+            let op = created?;
+            let scope = match schools {
+                None => "every school".to_string(),
+                Some(s) => format!(
+                    "schools {}",
+                    s.iter().map(i64::to_string).collect::<Vec<_>>().join(", ")
+                ),
+            };
+            println!(
+                "created operator {} (id {}, role {}, {scope})",
+                op.username,
+                op.id,
+                op.role.as_str()
+            );
+            Ok(())
         }
     }
 }

@@ -36,6 +36,8 @@ pub struct Inner {
     pub pay: crate::wechat::pay::WechatPay,
     /// Search's buffers and caches (query log, suggestion vocabularies, hot lists).
     pub search: crate::search::SearchState,
+    /// Site settings operators change at run time, cached (read them with `crate::settings::current`).
+    pub settings: crate::settings::SettingsCache,
 }
 
 impl AppState {

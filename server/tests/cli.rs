@@ -1,7 +1,8 @@
 //! The `campus-trade` binary as an operator uses it: help, migrate, serve with JSON logs, graceful stop on
-//! SIGTERM, and no secret in any log line.
+//! SIGTERM, no secret in any log line, and creating operator accounts with the password on standard input.
 
 use std::{
+    io::Write,
     process::{Command, Stdio},
     time::{Duration, Instant},
 };
@@ -25,7 +26,7 @@ fn help_lists_the_commands() {
         .unwrap();
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
-    for cmd in ["serve", "migrate", "wechat-check"] {
+    for cmd in ["serve", "migrate", "wechat-check", "operator"] {
         assert!(text.contains(cmd), "--help does not mention {cmd}:\n{text}");
     }
 }
@@ -155,4 +156,154 @@ async fn serve_logs_json_and_stops_gracefully_on_sigterm() {
             "a secret reached the logs: {secret}"
         );
     }
+}
+
+/// Runs `campus-trade operator create` with the password on standard input.
+fn create_operator(
+    data_dir: &std::path::Path,
+    args: &[&str],
+    password: &str,
+) -> std::process::Output {
+    let mut child = Command::new(BIN)
+        .args(["operator", "create"])
+        .args(args)
+        .env_clear()
+        .env("DATA_DIR", data_dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{password}\n").as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[tokio::test]
+async fn operator_create_reads_the_password_from_stdin_and_the_account_logs_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let help = Command::new(BIN)
+        .args(["operator", "create", "--help"])
+        .env_clear()
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(help.contains("standard input"), "{help}");
+    assert!(!help.contains("--password"), "no password flag: {help}");
+
+    let out = create_operator(
+        dir.path(),
+        &["--username", "Root", "--role", "admin"],
+        "correct horse battery",
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("created operator root") && stdout.contains("every school"),
+        "{stdout}"
+    );
+    let out = create_operator(
+        dir.path(),
+        &[
+            "--username",
+            "scoped",
+            "--role",
+            "moderator",
+            "--schools",
+            "1",
+        ],
+        "another long password",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("schools 1"));
+    for (args, password, expected) in [
+        (
+            vec!["--username", "second", "--role", "admin"],
+            "short",
+            "password: must be at least 10 characters",
+        ),
+        (
+            vec!["--username", "root", "--role", "admin"],
+            "another long password",
+            "username_taken",
+        ),
+        (
+            vec![
+                "--username",
+                "third",
+                "--role",
+                "support",
+                "--schools",
+                "99",
+            ],
+            "another long password",
+            "schools: no such school",
+        ),
+        (
+            vec!["--username", "fourth", "--role", "admin"],
+            "",
+            "no password",
+        ),
+    ] {
+        let out = create_operator(dir.path(), &args, password);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+        assert!(
+            password.is_empty() || !stderr.contains(password),
+            "the password reached the output"
+        );
+    }
+
+    // The account works against the running service.
+    let port = free_port();
+    let mut child = Command::new(BIN)
+        .arg("serve")
+        .env_clear()
+        .env("BIND", format!("127.0.0.1:{port}"))
+        .env("DATA_DIR", dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let started = Instant::now();
+    loop {
+        if let Ok(r) = http.get(format!("{base}/readyz")).send().await
+            && r.status() == 200
+        {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "service did not become ready"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let resp = http
+        .post(format!("{base}/admin/api/v1/auth/login"))
+        .json(&serde_json::json!({ "username": "root", "password": "correct horse battery" }))
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status();
+    let body: serde_json::Value = resp.json().await.unwrap();
+    child.kill().ok();
+    child.wait().ok();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["operator"]["role"], "admin");
+    assert_eq!(body["operator"]["schools"], serde_json::Value::Null);
 }

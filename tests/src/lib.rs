@@ -10,7 +10,10 @@ pub mod seed;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use campus_trade::{App, AppState, Config};
+use campus_trade::{
+    App, AppState, Config,
+    admin::{auth::Role, operators},
+};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
@@ -72,6 +75,15 @@ pub struct Student {
     pub token: String,
     pub id: i64,
     pub who: String,
+}
+
+/// A logged-in operator (see [`TestApp::operator_account`]).
+#[derive(Debug, Clone)]
+pub struct TestOperator {
+    pub id: i64,
+    pub username: String,
+    pub password: String,
+    pub token: String,
 }
 
 impl TestApp {
@@ -284,6 +296,50 @@ impl TestApp {
             .await;
         assert_eq!(status, StatusCode::OK, "publishing {title}: {listing}");
         listing["id"].as_i64().expect("listing id")
+    }
+
+    /// Creates an operator account through the service (as `campus-trade operator create` does) and logs it in
+    /// through the operator API; returns the session token.
+    pub async fn operator(&self, role: Role, schools: Option<&[i64]>) -> String {
+        self.operator_account(role, schools).await.token
+    }
+
+    /// [`TestApp::operator`], with the account's id, username and password.
+    pub async fn operator_account(&self, role: Role, schools: Option<&[i64]>) -> TestOperator {
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let username = format!("{}-{n}", role.as_str());
+        let password = format!("pw-{username}-correct-horse");
+        let created = operators::create_from_cli(
+            &self.state.db,
+            operators::NewOperator {
+                username: username.clone(),
+                password: password.clone(),
+                role,
+                schools: schools.map(<[i64]>::to_vec),
+            },
+        )
+        .await
+        .expect("operator created");
+        let token = self.operator_login(&username, &password).await;
+        TestOperator {
+            id: created.id,
+            username,
+            password,
+            token,
+        }
+    }
+
+    /// Logs an operator in through `POST /admin/api/v1/auth/login`; returns the token.
+    pub async fn operator_login(&self, username: &str, password: &str) -> String {
+        let (status, body) = self
+            .post(
+                "/admin/api/v1/auth/login",
+                None,
+                &serde_json::json!({ "username": username, "password": password }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "operator login failed: {body}");
+        body["token"].as_str().expect("token").to_string()
     }
 
     /// Stops the server gracefully and waits for it to finish.

@@ -132,3 +132,15 @@ pub async fn wechat_login(
         is_new_user,
     })
 }
+
+/// What happens, after the commit, when a student is banned: every session ends at once, so the next request
+/// with any of their tokens gets 401 (and a new login 403 `account_banned`).
+///
+/// Extension point: this is the one "user banned" hook. The chat capability closes the user's live WebSockets
+/// here (its socket registry drops every connection of `user_id`, on every instance, e.g. through its fan-out
+/// bus); anything else that must react to a ban at once belongs here too.
+pub async fn on_user_banned(state: &AppState, user_id: i64) -> AppResult<()> {
+    let ended = state.sessions.revoke_all(user_id).await?;
+    tracing::info!(user_id, sessions_ended = ended, "user banned");
+    Ok(())
+}

@@ -1,18 +1,24 @@
-//! Student sessions: opaque random tokens (256 bits) of which only the SHA-256 is stored. Kept in Redis with a
-//! TTL when Redis is configured (every instance sees every session at once), otherwise in the database.
-//! Expiry slides: a session in use stays alive; one unused for the TTL lapses.
+//! Sessions: opaque random tokens (256 bits) of which only the SHA-256 is stored. Kept in Redis with a TTL when
+//! Redis is configured (every instance sees every session at once), otherwise in the database. Expiry slides: a
+//! session in use stays alive; one unused for the TTL lapses.
+//!
+//! Students and operators have sessions in the same store but in separate [`Namespace`]s: their own table in the
+//! database (`sessions`, `operator_sessions`) and their own key prefix in Redis, so a token issued to one kind of
+//! account can never resolve as the other's. [`SessionStore`]'s own methods are the students'; operators go
+//! through [`SessionStore::scoped`].
 
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use redis::AsyncCommands;
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, sea_query::Expr,
+    ConnectionTrait, DatabaseConnection,
+    sea_query::{Alias, Expr, ExprTrait, Query},
 };
 
 use crate::{error::AppResult, kv::RedisKv, util};
 
-/// The table behind the database store.
+/// The table behind the database store of student sessions.
 pub mod session {
     use sea_orm::entity::prelude::*;
 
@@ -32,10 +38,73 @@ pub mod session {
     impl ActiveModelBehavior for ActiveModel {}
 }
 
+/// The table behind the database store of operator sessions.
+pub mod operator_session {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "operator_sessions")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub token_hash: String,
+        pub operator_id: i64,
+        pub created_at: DateTimeUtc,
+        pub expires_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+/// Which kind of account a session belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Namespace {
+    /// Students, logged in with WeChat (`/api`).
+    Student,
+    /// Operators, logged in with a password (`/admin/api`).
+    Operator,
+}
+
+impl Namespace {
+    /// Database table and the column naming the account.
+    fn table(self) -> (&'static str, &'static str) {
+        match self {
+            Namespace::Student => ("sessions", "user_id"),
+            Namespace::Operator => ("operator_sessions", "operator_id"),
+        }
+    }
+
+    /// Redis key of a session and of an account's index of sessions.
+    fn token_key(self, hash: &str) -> String {
+        match self {
+            Namespace::Student => format!("session:{hash}"),
+            Namespace::Operator => format!("op_session:{hash}"),
+        }
+    }
+
+    fn account_key(self, id: i64) -> String {
+        match self {
+            Namespace::Student => format!("user_sessions:{id}"),
+            Namespace::Operator => format!("operator_sessions:{id}"),
+        }
+    }
+
+    /// Prefix of the tokens, so a token tells at a glance what it is for.
+    fn token_prefix(self) -> &'static str {
+        match self {
+            Namespace::Student => "ct_",
+            Namespace::Operator => "cto_",
+        }
+    }
+}
+
 /// A session that a token resolved to.
 #[derive(Debug, Clone)]
 pub struct Session {
     pub token_hash: String,
+    /// The account: a user id for student sessions, an operator id for operator sessions.
     pub user_id: i64,
     pub expires_at: DateTime<Utc>,
 }
@@ -57,14 +126,6 @@ pub fn hash_token(token: &str) -> String {
     util::sha256_hex(token.as_bytes())
 }
 
-fn token_key(hash: &str) -> String {
-    format!("session:{hash}")
-}
-
-fn user_key(user_id: i64) -> String {
-    format!("user_sessions:{user_id}")
-}
-
 impl SessionStore {
     fn ttl(&self) -> Duration {
         match self {
@@ -72,32 +133,98 @@ impl SessionStore {
         }
     }
 
-    fn chrono_ttl(&self) -> chrono::Duration {
-        chrono::Duration::from_std(self.ttl()).unwrap_or(chrono::Duration::days(30))
+    /// The sessions of one namespace, with their own lifetime.
+    pub fn scoped(&self, ns: Namespace, ttl: Duration) -> Sessions<'_> {
+        Sessions {
+            store: self,
+            ns,
+            ttl,
+        }
     }
 
-    /// Creates a session for the user and returns its token (shown to the client once) and expiry.
+    fn students(&self) -> Sessions<'_> {
+        self.scoped(Namespace::Student, self.ttl())
+    }
+
+    /// Creates a session for the student and returns its token (shown to the client once) and expiry.
     pub async fn create(&self, user_id: i64) -> AppResult<(String, DateTime<Utc>)> {
-        let token = format!("ct_{}", util::random_token(32));
+        self.students().create(user_id).await
+    }
+
+    /// Resolves a student token to its live session, sliding its expiry forward.
+    pub async fn resolve(&self, token: &str) -> AppResult<Option<Session>> {
+        self.students().resolve(token).await
+    }
+
+    /// Ends one student session (logout).
+    pub async fn revoke(&self, token_hash: &str, user_id: i64) -> AppResult<()> {
+        self.students().revoke(token_hash, user_id).await
+    }
+
+    /// Ends every session of a student (ban, account deletion). Returns how many were ended.
+    pub async fn revoke_all(&self, user_id: i64) -> AppResult<u64> {
+        self.students().revoke_all(user_id).await
+    }
+
+    /// Deletes expired sessions of every namespace from the database store (Redis expires its own). Run by a
+    /// periodic job.
+    pub async fn purge_expired(&self) -> AppResult<u64> {
+        let mut purged = 0;
+        for ns in [Namespace::Student, Namespace::Operator] {
+            purged += self.scoped(ns, self.ttl()).purge_expired().await?;
+        }
+        Ok(purged)
+    }
+}
+
+/// The sessions of one [`Namespace`] of a [`SessionStore`].
+pub struct Sessions<'a> {
+    store: &'a SessionStore,
+    ns: Namespace,
+    ttl: Duration,
+}
+
+fn col(name: &str) -> Alias {
+    Alias::new(name)
+}
+
+impl Sessions<'_> {
+    fn chrono_ttl(&self) -> chrono::Duration {
+        chrono::Duration::from_std(self.ttl).unwrap_or(chrono::Duration::days(30))
+    }
+
+    /// Creates a session for the account and returns its token (shown to the client once) and expiry.
+    pub async fn create(&self, account_id: i64) -> AppResult<(String, DateTime<Utc>)> {
+        let token = format!("{}{}", self.ns.token_prefix(), util::random_token(32));
         let hash = hash_token(&token);
         let now = util::now();
         let expires_at = now + self.chrono_ttl();
-        match self {
+        match self.store {
             SessionStore::Database { db, .. } => {
-                session::Entity::insert(session::ActiveModel {
-                    token_hash: Set(hash),
-                    user_id: Set(user_id),
-                    created_at: Set(now),
-                    expires_at: Set(expires_at),
-                })
-                .exec_without_returning(db)
+                let (table, owner) = self.ns.table();
+                db.execute(
+                    Query::insert()
+                        .into_table(col(table))
+                        .columns([
+                            col("token_hash"),
+                            col(owner),
+                            col("created_at"),
+                            col("expires_at"),
+                        ])
+                        .values_panic([
+                            Expr::value(hash),
+                            Expr::value(account_id),
+                            Expr::value(now),
+                            Expr::value(expires_at),
+                        ]),
+                )
                 .await?;
             }
-            SessionStore::Redis { redis, ttl } => {
-                // The per-user index has no expiry of its own (a session in use slides past any fixed one);
+            SessionStore::Redis { redis, .. } => {
+                // The per-account index has no expiry of its own (a session in use slides past any fixed one);
                 // entries of lapsed sessions are pruned here, at login.
                 let mut conn = redis.conn.clone();
-                let index = redis.key(&user_key(user_id));
+                let index = redis.key(&self.ns.account_key(account_id));
                 let known: Vec<String> = conn
                     .smembers(&index)
                     .await
@@ -108,15 +235,19 @@ impl SessionStore {
                 } else {
                     let mut pipe = redis::pipe();
                     for h in &known {
-                        pipe.exists(redis.key(&token_key(h)));
+                        pipe.exists(redis.key(&self.ns.token_key(h)));
                     }
                     pipe.query_async(&mut conn)
                         .await
                         .map_err(crate::error::AppError::internal)?
                 };
                 let mut pipe = redis::pipe();
-                pipe.set_ex(redis.key(&token_key(&hash)), user_id, ttl.as_secs())
-                    .ignore();
+                pipe.set_ex(
+                    redis.key(&self.ns.token_key(&hash)),
+                    account_id,
+                    self.ttl.as_secs(),
+                )
+                .ignore();
                 pipe.sadd(&index, &hash).ignore();
                 for (h, live) in known.iter().zip(alive) {
                     if !live {
@@ -136,41 +267,56 @@ impl SessionStore {
     pub async fn resolve(&self, token: &str) -> AppResult<Option<Session>> {
         let hash = hash_token(token);
         let now = util::now();
-        match self {
+        match self.store {
             SessionStore::Database { db, .. } => {
-                let Some(row) = session::Entity::find_by_id(hash.clone()).one(db).await? else {
+                let (table, owner) = self.ns.table();
+                let row = db
+                    .query_one(
+                        Query::select()
+                            .columns([col(owner), col("expires_at")])
+                            .from(col(table))
+                            .and_where(Expr::col(col("token_hash")).eq(hash.clone())),
+                    )
+                    .await?;
+                let Some(row) = row else {
                     return Ok(None);
                 };
-                if row.expires_at <= now {
-                    session::Entity::delete_by_id(hash).exec(db).await?;
+                let account_id: i64 = row.try_get("", owner)?;
+                let stored_expiry: DateTime<Utc> = row.try_get("", "expires_at")?;
+                let by_hash = Expr::col(col("token_hash")).eq(hash.clone());
+                if stored_expiry <= now {
+                    db.execute(Query::delete().from_table(col(table)).and_where(by_hash))
+                        .await?;
                     return Ok(None);
                 }
-                let mut expires_at = row.expires_at;
+                let mut expires_at = stored_expiry;
                 // Slide at most once an hour per session, so reads do not turn into a write per request.
                 let fresh = now + self.chrono_ttl();
-                if fresh - row.expires_at > chrono::Duration::hours(1) {
-                    session::Entity::update_many()
-                        .col_expr(session::Column::ExpiresAt, Expr::value(fresh))
-                        .filter(session::Column::TokenHash.eq(hash.clone()))
-                        .exec(db)
-                        .await?;
+                if fresh - stored_expiry > chrono::Duration::hours(1) {
+                    db.execute(
+                        Query::update()
+                            .table(col(table))
+                            .value(col("expires_at"), Expr::value(fresh))
+                            .and_where(by_hash),
+                    )
+                    .await?;
                     expires_at = fresh;
                 }
                 Ok(Some(Session {
                     token_hash: hash,
-                    user_id: row.user_id,
+                    user_id: account_id,
                     expires_at,
                 }))
             }
-            SessionStore::Redis { redis, ttl } => {
-                let user_id: Option<i64> = redis::cmd("GETEX")
-                    .arg(redis.key(&token_key(&hash)))
+            SessionStore::Redis { redis, .. } => {
+                let account_id: Option<i64> = redis::cmd("GETEX")
+                    .arg(redis.key(&self.ns.token_key(&hash)))
                     .arg("EX")
-                    .arg(ttl.as_secs())
+                    .arg(self.ttl.as_secs())
                     .query_async(&mut redis.conn.clone())
                     .await
                     .map_err(crate::error::AppError::internal)?;
-                Ok(user_id.map(|user_id| Session {
+                Ok(account_id.map(|user_id| Session {
                     token_hash: hash,
                     user_id,
                     expires_at: now + self.chrono_ttl(),
@@ -180,17 +326,21 @@ impl SessionStore {
     }
 
     /// Ends one session (logout).
-    pub async fn revoke(&self, token_hash: &str, user_id: i64) -> AppResult<()> {
-        match self {
+    pub async fn revoke(&self, token_hash: &str, account_id: i64) -> AppResult<()> {
+        match self.store {
             SessionStore::Database { db, .. } => {
-                session::Entity::delete_by_id(token_hash.to_string())
-                    .exec(db)
-                    .await?;
+                let (table, _) = self.ns.table();
+                db.execute(
+                    Query::delete()
+                        .from_table(col(table))
+                        .and_where(Expr::col(col("token_hash")).eq(token_hash)),
+                )
+                .await?;
             }
             SessionStore::Redis { redis, .. } => {
                 let _: () = redis::pipe()
-                    .del(redis.key(&token_key(token_hash)))
-                    .srem(redis.key(&user_key(user_id)), token_hash)
+                    .del(redis.key(&self.ns.token_key(token_hash)))
+                    .srem(redis.key(&self.ns.account_key(account_id)), token_hash)
                     .query_async(&mut redis.conn.clone())
                     .await
                     .map_err(crate::error::AppError::internal)?;
@@ -199,27 +349,31 @@ impl SessionStore {
         Ok(())
     }
 
-    /// Ends every session of a user (ban, account deletion). Returns how many were ended.
-    pub async fn revoke_all(&self, user_id: i64) -> AppResult<u64> {
-        match self {
+    /// Ends every session of an account. Returns how many were ended.
+    pub async fn revoke_all(&self, account_id: i64) -> AppResult<u64> {
+        match self.store {
             SessionStore::Database { db, .. } => {
-                let res = session::Entity::delete_many()
-                    .filter(session::Column::UserId.eq(user_id))
-                    .exec(db)
+                let (table, owner) = self.ns.table();
+                let res = db
+                    .execute(
+                        Query::delete()
+                            .from_table(col(table))
+                            .and_where(Expr::col(col(owner)).eq(account_id)),
+                    )
                     .await?;
-                Ok(res.rows_affected)
+                Ok(res.rows_affected())
             }
             SessionStore::Redis { redis, .. } => {
                 let mut conn = redis.conn.clone();
                 let hashes: Vec<String> = conn
-                    .smembers(redis.key(&user_key(user_id)))
+                    .smembers(redis.key(&self.ns.account_key(account_id)))
                     .await
                     .map_err(crate::error::AppError::internal)?;
                 let mut pipe = redis::pipe();
                 for h in &hashes {
-                    pipe.del(redis.key(&token_key(h)));
+                    pipe.del(redis.key(&self.ns.token_key(h)));
                 }
-                pipe.del(redis.key(&user_key(user_id)));
+                pipe.del(redis.key(&self.ns.account_key(account_id)));
                 let _: () = pipe
                     .query_async(&mut conn)
                     .await
@@ -229,15 +383,19 @@ impl SessionStore {
         }
     }
 
-    /// Deletes expired sessions from the database store (Redis expires its own). Run by a periodic job.
+    /// Deletes expired sessions from the database store (Redis expires its own).
     pub async fn purge_expired(&self) -> AppResult<u64> {
-        match self {
+        match self.store {
             SessionStore::Database { db, .. } => {
-                let res = session::Entity::delete_many()
-                    .filter(session::Column::ExpiresAt.lte(util::now()))
-                    .exec(db)
+                let (table, _) = self.ns.table();
+                let res = db
+                    .execute(
+                        Query::delete()
+                            .from_table(col(table))
+                            .and_where(Expr::col(col("expires_at")).lte(util::now())),
+                    )
                     .await?;
-                Ok(res.rows_affected)
+                Ok(res.rows_affected())
             }
             SessionStore::Redis { .. } => Ok(0),
         }

@@ -2,6 +2,7 @@
 //! with atomic scores and a stored hot rank, and comments nested one level. `docs/forum.md` describes the rules.
 
 pub mod api;
+pub mod boards;
 pub mod comments;
 pub mod model;
 pub mod service;

@@ -17,6 +17,8 @@ pub mod board {
         pub slug: String,
         pub name: String,
         pub position: i32,
+        /// Hidden by an operator: not listed and closed to new posts (a board in use cannot be deleted).
+        pub hidden: bool,
         pub created_at: DateTimeUtc,
     }
 

@@ -52,10 +52,11 @@ pub(super) fn clip(s: &str, max: usize) -> String {
 // ---------------------------------------------------------------------------------------------------------------
 // Boards
 
-/// The boards of a school, in their order.
+/// The boards of a school that students see, in their order (hidden boards left out).
 pub async fn boards(db: &impl ConnectionTrait, school_id: i64) -> AppResult<Vec<board::Model>> {
     Ok(board::Entity::find()
         .filter(board::Column::SchoolId.eq(school_id))
+        .filter(board::Column::Hidden.eq(false))
         .order_by_asc(board::Column::Position)
         .order_by_asc(board::Column::Id)
         .all(db)
@@ -257,6 +258,12 @@ pub async fn create_post(
             "not a board of your school",
         ));
     };
+    if b.hidden {
+        return Err(AppError::invalid_field(
+            "board_id",
+            "this board is closed to new posts",
+        ));
+    }
     if let Some(w) = &mut input.wanted {
         w.keyword = w.keyword.trim().to_lowercase();
         if b.slug != WANTED_BOARD {
@@ -507,8 +514,8 @@ pub async fn delete_post(db: &DatabaseConnection, author_id: i64, id: i64) -> Ap
     Ok(())
 }
 
-/// Pins or unpins a post (an operator action; the operator API comes later).
-pub async fn set_pinned(db: &DatabaseConnection, id: i64, pinned: bool) -> AppResult<()> {
+/// Pins or unpins a post (an operator action). Deleted posts cannot be pinned.
+pub async fn set_pinned(db: &impl ConnectionTrait, id: i64, pinned: bool) -> AppResult<()> {
     let res = post::Entity::update_many()
         .col_expr(post::Column::Pinned, Expr::value(pinned))
         .filter(post::Column::Id.eq(id))
@@ -522,7 +529,7 @@ pub async fn set_pinned(db: &DatabaseConnection, id: i64, pinned: bool) -> AppRe
 }
 
 /// Locks or unlocks a post's comments (an operator action).
-pub async fn set_locked(db: &DatabaseConnection, id: i64, locked: bool) -> AppResult<()> {
+pub async fn set_locked(db: &impl ConnectionTrait, id: i64, locked: bool) -> AppResult<()> {
     let res = post::Entity::update_many()
         .col_expr(post::Column::Locked, Expr::value(locked))
         .filter(post::Column::Id.eq(id))
@@ -553,6 +560,8 @@ pub enum Moderation {
     Hide(&'static str),
     /// Bring back one that was hidden for this reason only (dismissed reports never undo a flagged image).
     Restore(&'static str),
+    /// An operator publishes what content security held or what was hidden, whatever the reason.
+    Approve,
     /// Take it down for good.
     Remove,
 }
@@ -564,9 +573,20 @@ pub async fn moderate(
     id: i64,
     m: Moderation,
 ) -> AppResult<()> {
+    moderate_in(db, target_type, id, m).await.map(|_| ())
+}
+
+/// [`moderate`] in the caller's transaction: one conditional UPDATE. Returns whether the status changed.
+pub async fn moderate_in(
+    db: &impl ConnectionTrait,
+    target_type: &str,
+    id: i64,
+    m: Moderation,
+) -> AppResult<bool> {
     let (from, to): (&[Status], Status) = match m {
         Moderation::Hide(_) => (&[Status::Published], Status::Hidden),
         Moderation::Restore(_) => (&[Status::Hidden], Status::Published),
+        Moderation::Approve => (&[Status::Hidden, Status::PendingReview], Status::Published),
         Moderation::Remove => (
             &[Status::Published, Status::Hidden, Status::PendingReview],
             Status::Removed,
@@ -574,7 +594,7 @@ pub async fn moderate(
     };
     let label: Option<Option<String>> = match m {
         Moderation::Hide(reason) => Some(Some(reason.to_string())),
-        Moderation::Restore(_) => Some(None),
+        Moderation::Restore(_) | Moderation::Approve => Some(None),
         Moderation::Remove => None,
     };
     let only_reason = match m {
@@ -582,7 +602,7 @@ pub async fn moderate(
         _ => None,
     };
     let now = util::now();
-    match target_type {
+    let changed = match target_type {
         "post" => {
             let mut q = post::Entity::update_many()
                 .col_expr(post::Column::Status, Expr::value(to))
@@ -592,10 +612,13 @@ pub async fn moderate(
             if let Some(l) = label {
                 q = q.col_expr(post::Column::ModerationLabel, Expr::value(l));
             }
+            if to == Status::Removed {
+                q = q.col_expr(post::Column::Pinned, Expr::value(false));
+            }
             if let Some(reason) = only_reason {
                 q = q.filter(post::Column::ModerationLabel.eq(reason));
             }
-            q.exec(db).await?;
+            q.exec(db).await?.rows_affected
         }
         "comment" => {
             let mut q = comment::Entity::update_many()
@@ -609,11 +632,71 @@ pub async fn moderate(
             if let Some(reason) = only_reason {
                 q = q.filter(comment::Column::ModerationLabel.eq(reason));
             }
-            q.exec(db).await?;
+            q.exec(db).await?.rows_affected
         }
-        _ => {}
+        _ => 0,
+    };
+    Ok(changed == 1)
+}
+
+/// The status of a post or comment now, for an operator's error message; 404 when there is none.
+pub async fn content_status(
+    db: &impl ConnectionTrait,
+    target_type: &str,
+    id: i64,
+) -> AppResult<Status> {
+    let status = match target_type {
+        "post" => post::Entity::find_by_id(id)
+            .one(db)
+            .await?
+            .map(|p| p.status),
+        "comment" => comment::Entity::find_by_id(id)
+            .one(db)
+            .await?
+            .map(|c| c.status),
+        _ => None,
+    };
+    status.ok_or_else(|| AppError::not_found(target_type))
+}
+
+/// An operator takes a post or comment down (from published, held or hidden), and the author is told why in
+/// their inbox, in the same transaction. 409 `invalid_transition` when it is already removed or deleted.
+pub async fn remove_by_operator_in(
+    txn: &impl ConnectionTrait,
+    target_type: &str,
+    id: i64,
+    reason: &str,
+) -> AppResult<()> {
+    if !moderate_in(txn, target_type, id, Moderation::Remove).await? {
+        let current = content_status(txn, target_type, id).await?;
+        return Err(refused(current, "remove"));
     }
-    Ok(())
+    let (author, what) = match target_type {
+        "post" => {
+            let p = post::Entity::find_by_id(id)
+                .one(txn)
+                .await?
+                .ok_or_else(|| AppError::not_found("post"))?;
+            (p.author_id, format!("帖子「{}」", clip(&p.title, 30)))
+        }
+        _ => {
+            let c = comment::Entity::find_by_id(id)
+                .one(txn)
+                .await?
+                .ok_or_else(|| AppError::not_found("comment"))?;
+            (c.author_id, format!("评论「{}」", clip(&c.body, 30)))
+        }
+    };
+    crate::notifications::service::notify(
+        txn,
+        author,
+        &format!("{target_type}_removed"),
+        "内容已被删除",
+        &format!("你的{what}因违反社区规范被管理员删除。原因：{reason}"),
+        Some(target_type),
+        Some(id),
+    )
+    .await
 }
 
 /// Tells the authors of wanted posts about a listing just put on sale, in the listing's transaction: published

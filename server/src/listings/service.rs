@@ -623,6 +623,82 @@ pub async fn transition_in(
     t: Transition,
     label: Option<String>,
 ) -> AppResult<listing::Model> {
+    apply_transition(txn, id, actor, t, label, matches!(actor, Actor::System)).await
+}
+
+/// Whether the listing has an order that is not finished (pending payment, paid, handed over, disputed, …).
+/// Such a listing cannot be removed by an operator: the order has to be settled first.
+///
+/// The orders capability fills this in (issue #6); until orders exist there is never one.
+pub async fn has_open_order(_txn: &impl ConnectionTrait, _listing_id: i64) -> AppResult<bool> {
+    Ok(false)
+}
+
+/// An operator takes a listing down with a reason the seller reads in their inbox (in the same transaction).
+/// Refused with 409 `listing_has_open_order` while an order of it is open, and `invalid_transition` from a
+/// status that cannot be removed (already removed or deleted).
+pub async fn remove_by_operator_in(
+    txn: &impl ConnectionTrait,
+    id: i64,
+    reason: &str,
+) -> AppResult<listing::Model> {
+    if has_open_order(txn, id).await? {
+        return Err(AppError::conflict(
+            "listing_has_open_order",
+            "this listing has an open order; settle the order (or its dispute) before removing the listing",
+        ));
+    }
+    let row = apply_transition(
+        txn,
+        id,
+        Actor::System,
+        Transition::Remove,
+        Some(reason.to_string()),
+        false,
+    )
+    .await?;
+    crate::notifications::service::notify(
+        txn,
+        row.seller_id,
+        "listing_removed",
+        "商品已被下架",
+        &format!(
+            "「{}」因违反社区规范被管理员下架。原因：{reason}",
+            clip(&row.title, 30)
+        ),
+        Some("listing"),
+        Some(row.id),
+    )
+    .await?;
+    Ok(row)
+}
+
+/// A seller's listings in every status, newest first, for operators.
+pub async fn all_of_seller(
+    db: &impl ConnectionTrait,
+    seller_id: i64,
+    before_id: Option<i64>,
+    limit: u64,
+) -> AppResult<Vec<listing::Model>> {
+    let mut q = listing::Entity::find().filter(listing::Column::SellerId.eq(seller_id));
+    if let Some(b) = before_id {
+        q = q.filter(listing::Column::Id.lt(b));
+    }
+    Ok(q.order_by_desc(listing::Column::Id)
+        .limit(limit)
+        .all(db)
+        .await?)
+}
+
+/// The state machine's one conditional UPDATE; `notify` tells the seller about moderation transitions.
+async fn apply_transition(
+    txn: &impl ConnectionTrait,
+    id: i64,
+    actor: Actor,
+    t: Transition,
+    label: Option<String>,
+    notify: bool,
+) -> AppResult<listing::Model> {
     // The conditional UPDATE comes first (with the seller in its WHERE), the read after it: on SQLite a
     // transaction that reads first and writes later fails when another connection committed in between.
     let (from, to) = t.rule();
@@ -678,7 +754,7 @@ pub async fn transition_in(
         .one(txn)
         .await?
         .ok_or_else(|| AppError::not_found("listing"))?;
-    if let Actor::System = actor {
+    if notify {
         notify_seller(txn, &row, t).await?;
     }
     if t == Transition::Approve {

@@ -5,6 +5,7 @@
 pub mod hooks;
 pub mod model;
 pub mod push;
+pub mod queue;
 pub mod reports;
 pub mod service;
 

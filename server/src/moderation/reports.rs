@@ -1,7 +1,7 @@
 //! Reports: students flag anything they can see (a listing, post, comment or user). One open report per
-//! reporter per target; reports from `REPORT_HIDE_THRESHOLD` distinct students hide the target until an
-//! operator decides. [`list_open_reports`] and [`resolve_reports`] are the operators' queue (their API comes
-//! later).
+//! reporter per target; reports from `report_hide_threshold` (a site setting, `REPORT_HIDE_THRESHOLD` by
+//! default) distinct students hide the target until an operator decides. [`list_open_reports`] and
+//! [`resolve_reports`] feed the operators' moderation queue (`super::queue`).
 
 use std::collections::BTreeMap;
 
@@ -9,8 +9,8 @@ use chrono::{DateTime, Utc};
 use poem::web::Data;
 use poem_openapi::{Enum, Object, OpenApi, Tags, payload::Json};
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, DatabaseConnection, EntityTrait,
-    PaginatorTrait, QueryFilter, QueryOrder, TransactionTrait, sea_query::Expr,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection,
+    EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, TransactionTrait, sea_query::Expr,
 };
 
 use crate::{
@@ -206,7 +206,8 @@ pub async fn file_report(
         .filter(report::Column::Status.eq("open"))
         .count(db)
         .await?;
-    let hidden = reporters >= u64::from(state.config.report_hide_threshold);
+    let threshold = crate::settings::current(state).await?.report_hide_threshold;
+    let hidden = reporters >= u64::from(threshold);
     if hidden {
         hide(db, target, target_id).await?;
         tracing::warn!(
@@ -288,6 +289,53 @@ pub async fn list_open_reports(
     Ok(out)
 }
 
+/// Every report (open or resolved) about a user or about their listings, posts and comments, newest first.
+pub async fn reports_about_user(
+    db: &DatabaseConnection,
+    user_id: i64,
+    before_id: Option<i64>,
+    limit: u64,
+) -> AppResult<Vec<report::Model>> {
+    use sea_orm::{
+        Condition, QuerySelect,
+        sea_query::{ExprTrait, Query},
+    };
+    let owned = |target: &str, table: &str, owner: &str| {
+        Condition::all()
+            .add(report::Column::TargetType.eq(target))
+            .add(
+                report::Column::TargetId.in_subquery(
+                    Query::select()
+                        .column(sea_orm::sea_query::Alias::new("id"))
+                        .from(sea_orm::sea_query::Alias::new(table))
+                        .and_where(
+                            sea_orm::sea_query::Expr::col(sea_orm::sea_query::Alias::new(owner))
+                                .eq(user_id),
+                        )
+                        .to_owned(),
+                ),
+            )
+    };
+    let mut q = report::Entity::find().filter(
+        Condition::any()
+            .add(
+                Condition::all()
+                    .add(report::Column::TargetType.eq("user"))
+                    .add(report::Column::TargetId.eq(user_id)),
+            )
+            .add(owned("listing", "listings", "seller_id"))
+            .add(owned("post", "posts", "author_id"))
+            .add(owned("comment", "comments", "author_id")),
+    );
+    if let Some(b) = before_id {
+        q = q.filter(report::Column::Id.lt(b));
+    }
+    Ok(q.order_by_desc(report::Column::Id)
+        .limit(limit)
+        .all(db)
+        .await?)
+}
+
 /// An operator's decision on a reported target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decision {
@@ -304,7 +352,20 @@ pub async fn resolve_reports(
     target_id: i64,
     decision: Decision,
 ) -> AppResult<u64> {
-    let kind = target.as_str();
+    let txn = db.begin().await?;
+    let closed = resolve_reports_in(&txn, target, target_id, decision).await?;
+    txn.commit().await?;
+    Ok(closed)
+}
+
+/// Closes every open report of a target with the decision, without touching the target (the caller decides
+/// what happens to it). One UPDATE; returns how many reports closed.
+pub async fn close_reports_in(
+    txn: &impl ConnectionTrait,
+    target: TargetType,
+    target_id: i64,
+    decision: Decision,
+) -> AppResult<u64> {
     let res = report::Entity::update_many()
         .col_expr(report::Column::Status, Expr::value("resolved"))
         .col_expr(
@@ -315,21 +376,33 @@ pub async fn resolve_reports(
             }),
         )
         .col_expr(report::Column::ResolvedAt, Expr::value(util::now()))
-        .filter(report::Column::TargetType.eq(kind))
+        .filter(report::Column::TargetType.eq(target.as_str()))
         .filter(report::Column::TargetId.eq(target_id))
         .filter(report::Column::Status.eq("open"))
-        .exec(db)
+        .exec(txn)
         .await?;
+    Ok(res.rows_affected)
+}
+
+/// [`resolve_reports`] in the caller's transaction.
+pub async fn resolve_reports_in(
+    txn: &impl ConnectionTrait,
+    target: TargetType,
+    target_id: i64,
+    decision: Decision,
+) -> AppResult<u64> {
+    let kind = target.as_str();
+    let closed = close_reports_in(txn, target, target_id, decision).await?;
     match (target, decision) {
         (TargetType::Post | TargetType::Comment, Decision::Remove) => {
-            forum::moderate(db, kind, target_id, Moderation::Remove).await?
+            forum::moderate_in(txn, kind, target_id, Moderation::Remove).await?;
         }
         (TargetType::Post | TargetType::Comment, Decision::Dismiss) => {
-            forum::moderate(db, kind, target_id, Moderation::Restore("reported")).await?
+            forum::moderate_in(txn, kind, target_id, Moderation::Restore("reported")).await?;
         }
         (TargetType::Listing, Decision::Remove) => {
-            match listings::service::transition(
-                db,
+            match listings::service::transition_in(
+                txn,
                 target_id,
                 listings::service::Actor::System,
                 Transition::Remove,
@@ -342,32 +415,40 @@ pub async fn resolve_reports(
             }
         }
         (TargetType::Listing, Decision::Dismiss) => {
-            // Only a listing the reports held comes back; one held by content security stays with its label.
-            let held_by_reports = listings::model::listing::Entity::find_by_id(target_id)
-                .one(db)
-                .await?
-                .is_some_and(|l| {
-                    l.status == listings::model::Status::PendingReview
-                        && l.moderation_label.as_deref() == Some("reported")
-                });
-            if held_by_reports {
-                match listings::service::transition(
-                    db,
-                    target_id,
-                    listings::service::Actor::System,
-                    Transition::Approve,
-                    None,
-                )
-                .await
-                {
-                    Ok(_) | Err(AppError::InvalidTransition { .. }) => {}
-                    Err(e) => return Err(e),
-                }
-            }
+            restore_if_held_by_reports(txn, target_id).await?;
         }
         (TargetType::User | TargetType::Message, _) => {}
     }
-    Ok(res.rows_affected)
+    Ok(closed)
+}
+
+/// Brings back a listing the reports held; one held by content security stays with its label.
+pub async fn restore_if_held_by_reports(
+    txn: &impl ConnectionTrait,
+    listing_id: i64,
+) -> AppResult<()> {
+    let held_by_reports = listings::model::listing::Entity::find_by_id(listing_id)
+        .one(txn)
+        .await?
+        .is_some_and(|l| {
+            l.status == listings::model::Status::PendingReview
+                && l.moderation_label.as_deref() == Some("reported")
+        });
+    if held_by_reports {
+        match listings::service::transition_in(
+            txn,
+            listing_id,
+            listings::service::Actor::System,
+            Transition::Approve,
+            None,
+        )
+        .await
+        {
+            Ok(_) | Err(AppError::InvalidTransition { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 #[derive(Tags)]

@@ -324,6 +324,16 @@ pub async fn add_blocked_word(
     action: Action,
     label: &str,
 ) -> AppResult<blocked_word::Model> {
+    add_blocked_word_in(&state.db, word, action, label).await
+}
+
+/// [`add_blocked_word`] on any connection (the operator API passes its audited transaction).
+pub async fn add_blocked_word_in(
+    db: &impl ConnectionTrait,
+    word: &str,
+    action: Action,
+    label: &str,
+) -> AppResult<blocked_word::Model> {
     let normalized = normalize(word);
     let len = normalized.chars().count();
     if len == 0 {
@@ -349,7 +359,7 @@ pub async fn add_blocked_word(
     let exists = || AppError::conflict("blocked_word_exists", "this word is already blocked");
     if blocked_word::Entity::find()
         .filter(blocked_word::Column::Word.eq(normalized.as_str()))
-        .one(&state.db)
+        .one(db)
         .await?
         .is_some()
     {
@@ -362,7 +372,7 @@ pub async fn add_blocked_word(
         created_at: Set(util::now()),
         ..Default::default()
     };
-    match row.insert(&state.db).await {
+    match row.insert(db).await {
         Ok(created) => {
             tracing::info!(id = created.id, action = ?action, label, "blocked word added");
             Ok(created)
@@ -374,14 +384,23 @@ pub async fn add_blocked_word(
 
 /// Removes a word from the blocklist; `404 not_found` when there is no such entry.
 pub async fn remove_blocked_word(state: &AppState, id: i64) -> AppResult<()> {
-    let res = blocked_word::Entity::delete_by_id(id)
-        .exec(&state.db)
-        .await?;
+    remove_blocked_word_in(&state.db, id).await.map(|_| ())
+}
+
+/// [`remove_blocked_word`] on any connection; returns the entry removed.
+pub async fn remove_blocked_word_in(
+    db: &impl ConnectionTrait,
+    id: i64,
+) -> AppResult<blocked_word::Model> {
+    let Some(row) = blocked_word::Entity::find_by_id(id).one(db).await? else {
+        return Err(AppError::not_found("blocked word"));
+    };
+    let res = blocked_word::Entity::delete_by_id(id).exec(db).await?;
     if res.rows_affected == 0 {
         return Err(AppError::not_found("blocked word"));
     }
     tracing::info!(id, "blocked word removed");
-    Ok(())
+    Ok(row)
 }
 
 /// The whole blocklist, in the order the words were added.

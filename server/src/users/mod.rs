@@ -4,4 +4,5 @@ pub mod api;
 pub mod blocks;
 pub mod model;
 pub mod privacy;
+pub mod schools;
 pub mod service;

@@ -7,7 +7,7 @@ use chrono::{DateTime, Datelike, TimeZone, Utc};
 use hmac::{Hmac, KeyInit, Mac};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection,
-    EntityTrait, QueryFilter, QueryOrder, TransactionTrait, sea_query::Expr,
+    EntityTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait, sea_query::Expr,
 };
 use sha2::Sha256;
 
@@ -604,51 +604,59 @@ pub async fn approve_verification(
     request_id: i64,
     decided_by: &str,
 ) -> AppResult<verification_request::Model> {
-    let decided_by: String = decided_by.chars().take(64).collect();
+    let decided_by = decided_by.to_string();
     db.transaction::<_, verification_request::Model, AppError>(move |txn| {
-        Box::pin(async move {
-            let now = util::now();
-            let request = decide(
-                txn,
-                request_id,
-                verification_request::Status::Approved,
-                &decided_by,
-                None,
-                now,
-            )
-            .await?;
-            ensure_number_free(
-                txn,
-                request.school_id,
-                &request.student_number_hash,
-                request.user_id,
-                now,
-            )
-            .await?;
-            grant_verification(
-                txn,
-                request.user_id,
-                request.school_id,
-                &request.student_number_hash,
-                end_of_year(request.graduation_year),
-                now,
-            )
-            .await?;
-            crate::notifications::service::notify(
-                txn,
-                request.user_id,
-                "verification_approved",
-                "学生认证已通过",
-                "你已成为认证学生，个人主页会显示认证标识。",
-                Some("verification"),
-                Some(request.id),
-            )
-            .await?;
-            Ok(request)
-        })
+        Box::pin(async move { approve_verification_in(txn, request_id, &decided_by).await })
     })
     .await
     .map_err(Into::into)
+}
+
+/// [`approve_verification`] in the caller's transaction (the operator API audits it in the same commit).
+pub async fn approve_verification_in(
+    txn: &impl ConnectionTrait,
+    request_id: i64,
+    decided_by: &str,
+) -> AppResult<verification_request::Model> {
+    let decided_by: String = decided_by.chars().take(64).collect();
+    let now = util::now();
+    let request = decide(
+        txn,
+        request_id,
+        verification_request::Status::Approved,
+        &decided_by,
+        None,
+        now,
+    )
+    .await?;
+    ensure_number_free(
+        txn,
+        request.school_id,
+        &request.student_number_hash,
+        request.user_id,
+        now,
+    )
+    .await?;
+    grant_verification(
+        txn,
+        request.user_id,
+        request.school_id,
+        &request.student_number_hash,
+        end_of_year(request.graduation_year),
+        now,
+    )
+    .await?;
+    crate::notifications::service::notify(
+        txn,
+        request.user_id,
+        "verification_approved",
+        "学生认证已通过",
+        "你已成为认证学生，个人主页会显示认证标识。",
+        Some("verification"),
+        Some(request.id),
+    )
+    .await?;
+    Ok(request)
 }
 
 /// An operator rejects a pending request, with a reason the student sees.
@@ -658,6 +666,16 @@ pub async fn reject_verification(
     decided_by: &str,
     reason: &str,
 ) -> AppResult<verification_request::Model> {
+    let reason = check_reject_reason(reason)?;
+    let decided_by = decided_by.to_string();
+    db.transaction::<_, verification_request::Model, AppError>(move |txn| {
+        Box::pin(async move { reject_verification_in(txn, request_id, &decided_by, &reason).await })
+    })
+    .await
+    .map_err(Into::into)
+}
+
+fn check_reject_reason(reason: &str) -> AppResult<String> {
     let reason = reason.trim();
     if reason.is_empty() || reason.chars().count() > 200 {
         return Err(AppError::invalid_field(
@@ -665,34 +683,38 @@ pub async fn reject_verification(
             "must be 1–200 characters",
         ));
     }
-    let (decided_by, reason): (String, String) =
-        (decided_by.chars().take(64).collect(), reason.to_string());
-    db.transaction::<_, verification_request::Model, AppError>(move |txn| {
-        Box::pin(async move {
-            let request = decide(
-                txn,
-                request_id,
-                verification_request::Status::Rejected,
-                &decided_by,
-                Some(reason.clone()),
-                util::now(),
-            )
-            .await?;
-            crate::notifications::service::notify(
-                txn,
-                request.user_id,
-                "verification_rejected",
-                "学生认证未通过",
-                &format!("原因：{reason}。你可以修改后重新提交。"),
-                Some("verification"),
-                Some(request.id),
-            )
-            .await?;
-            Ok(request)
-        })
-    })
-    .await
-    .map_err(Into::into)
+    Ok(reason.to_string())
+}
+
+/// [`reject_verification`] in the caller's transaction.
+pub async fn reject_verification_in(
+    txn: &impl ConnectionTrait,
+    request_id: i64,
+    decided_by: &str,
+    reason: &str,
+) -> AppResult<verification_request::Model> {
+    let reason = check_reject_reason(reason)?;
+    let decided_by: String = decided_by.chars().take(64).collect();
+    let request = decide(
+        txn,
+        request_id,
+        verification_request::Status::Rejected,
+        &decided_by,
+        Some(reason.clone()),
+        util::now(),
+    )
+    .await?;
+    crate::notifications::service::notify(
+        txn,
+        request.user_id,
+        "verification_rejected",
+        "学生认证未通过",
+        &format!("原因：{reason}。你可以修改后重新提交。"),
+        Some("verification"),
+        Some(request.id),
+    )
+    .await?;
+    Ok(request)
 }
 
 /// The one conditional update of a request: `pending → decision`.
@@ -747,8 +769,40 @@ pub async fn pending_verifications(
         .await?)
 }
 
+/// The operators' queue of pending requests, oldest first, limited to some schools (`None`: all).
+pub async fn verification_queue(
+    db: &DatabaseConnection,
+    schools: Option<&[i64]>,
+    after_id: Option<i64>,
+    limit: u64,
+) -> AppResult<Vec<verification_request::Model>> {
+    let mut q = verification_request::Entity::find()
+        .filter(verification_request::Column::Status.eq(verification_request::Status::Pending));
+    if let Some(s) = schools {
+        q = q.filter(verification_request::Column::SchoolId.is_in(s.iter().copied()));
+    }
+    if let Some(a) = after_id {
+        q = q.filter(verification_request::Column::Id.gt(a));
+    }
+    Ok(q.order_by_asc(verification_request::Column::Id)
+        .limit(limit)
+        .all(db)
+        .await?)
+}
+
+/// One verification request; 404 when there is none.
+pub async fn verification_request(
+    db: &impl ConnectionTrait,
+    id: i64,
+) -> AppResult<verification_request::Model> {
+    verification_request::Entity::find_by_id(id)
+        .one(db)
+        .await?
+        .ok_or_else(|| AppError::not_found("verification request"))
+}
+
 /// One row of an uploaded roster.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RosterRow {
     pub student_number: String,
     pub graduation_year: Option<i32>,
@@ -762,6 +816,77 @@ pub struct RosterReport {
     pub rejected: Vec<(usize, String)>,
 }
 
+/// The most rows one roster upload may carry.
+pub const ROSTER_MAX_ROWS: usize = 100_000;
+
+/// A roster file, parsed: the rows with their line numbers, and the lines refused already (line number, why).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ParsedRoster {
+    pub rows: Vec<(usize, RosterRow)>,
+    pub rejected: Vec<(usize, String)>,
+}
+
+/// Reads a roster CSV: one student per line, `student_number[,graduation_year]`, UTF-8 (a byte-order mark is
+/// ignored), an optional header line, blank lines skipped, cells optionally in double quotes. Line numbers count
+/// from 1 as an editor shows them. Numbers and years are checked later by [`import_roster_in`].
+pub fn parse_roster_csv(text: &str) -> AppResult<ParsedRoster> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let mut out = ParsedRoster::default();
+    let mut seen_content = false;
+    for (i, line) in text.lines().enumerate() {
+        let line_no = i + 1;
+        let line = line.trim();
+        if line.is_empty() {
+            continue;
+        }
+        let cells: Vec<String> = line
+            .split(',')
+            .map(|c| c.trim().trim_matches('"').trim().to_string())
+            .collect();
+        if !seen_content {
+            seen_content = true;
+            let first = cells[0].to_lowercase();
+            if first.contains("student") || first.contains("number") || first.contains("学号") {
+                continue;
+            }
+        }
+        if out.rows.len() >= ROSTER_MAX_ROWS {
+            return Err(AppError::payload_too_large(
+                "roster_too_large",
+                format!("a roster upload carries at most {ROSTER_MAX_ROWS} rows; split the file"),
+            ));
+        }
+        if cells.len() > 2 {
+            out.rejected.push((
+                line_no,
+                "expected at most two columns: student_number, graduation_year".into(),
+            ));
+            continue;
+        }
+        let year = match cells.get(1).map(String::as_str).filter(|c| !c.is_empty()) {
+            None => None,
+            Some(y) => match y.parse::<i32>() {
+                Ok(y) => Some(y),
+                Err(_) => {
+                    out.rejected.push((
+                        line_no,
+                        format!("graduation year {y:?} is not a whole number"),
+                    ));
+                    continue;
+                }
+            },
+        };
+        out.rows.push((
+            line_no,
+            RosterRow {
+                student_number: cells[0].clone(),
+                graduation_year: year,
+            },
+        ));
+    }
+    Ok(out)
+}
+
 /// Stores a roster's student numbers as salted hashes (re-uploading a number updates its year).
 pub async fn import_roster(
     db: &DatabaseConnection,
@@ -771,6 +896,18 @@ pub async fn import_roster(
     let Some(school) = school::Entity::find_by_id(school_id).one(db).await? else {
         return Err(AppError::not_found("school"));
     };
+    let txn = db.begin().await?;
+    let report = import_roster_in(&txn, &school, rows).await?;
+    txn.commit().await?;
+    Ok(report)
+}
+
+/// [`import_roster`] in the caller's transaction, for a school already loaded.
+pub async fn import_roster_in(
+    txn: &impl ConnectionTrait,
+    school: &school::Model,
+    rows: Vec<RosterRow>,
+) -> AppResult<RosterReport> {
     let now = util::now();
     let mut report = RosterReport::default();
     let mut entries = Vec::new();
@@ -786,7 +923,7 @@ pub async fn import_roster(
         match normalize_student_number(&row.student_number) {
             Ok(n) => entries.push(roster_entry::ActiveModel {
                 school_id: Set(school.id),
-                number_hash: Set(student_number_hash(&school, &n)),
+                number_hash: Set(student_number_hash(school, &n)),
                 graduation_year: Set(row.graduation_year),
                 created_at: Set(now),
             }),
@@ -796,7 +933,6 @@ pub async fn import_roster(
             )),
         }
     }
-    let txn = db.begin().await?;
     for chunk in entries.chunks(500) {
         let accepted = chunk.len() as u64;
         roster_entry::Entity::insert_many(chunk.to_vec())
@@ -808,11 +944,10 @@ pub async fn import_roster(
                 .update_column(roster_entry::Column::GraduationYear)
                 .to_owned(),
             )
-            .exec_without_returning(&txn)
+            .exec_without_returning(txn)
             .await?;
         report.accepted += accepted;
     }
-    txn.commit().await?;
     Ok(report)
 }
 
@@ -823,6 +958,22 @@ pub async fn ban_user(
     reason: &str,
     until: Option<DateTime<Utc>>,
 ) -> AppResult<()> {
+    let txn = state.db.begin().await?;
+    ban_user_in(&txn, user_id, reason, until).await?;
+    txn.commit().await?;
+    crate::auth::service::on_user_banned(state, user_id).await
+}
+
+/// The ban itself, in the caller's transaction: one conditional UPDATE of an account that is not deleted (a
+/// banned one may be banned again with new terms). The caller ends the sessions after the commit with
+/// [`crate::auth::service::on_user_banned`]. An end date in the past lifts the ban at once (every request
+/// derives the ban from `banned_until`).
+pub async fn ban_user_in(
+    txn: &impl ConnectionTrait,
+    user_id: i64,
+    reason: &str,
+    until: Option<DateTime<Utc>>,
+) -> AppResult<user::Model> {
     let reason = reason.trim();
     if reason.is_empty() || reason.chars().count() > 200 {
         return Err(AppError::invalid_field(
@@ -837,14 +988,124 @@ pub async fn ban_user(
         .col_expr(user::Column::UpdatedAt, Expr::value(util::now()))
         .filter(user::Column::Id.eq(user_id))
         .filter(user::Column::Status.ne(user::Status::Deleted))
-        .exec(&state.db)
+        .exec(txn)
         .await?;
     if res.rows_affected != 1 {
         return Err(AppError::not_found("user"));
     }
-    let ended = state.sessions.revoke_all(user_id).await?;
-    tracing::info!(user_id, sessions_ended = ended, "user banned");
-    Ok(())
+    user::Entity::find_by_id(user_id)
+        .one(txn)
+        .await?
+        .ok_or_else(|| AppError::not_found("user"))
+}
+
+/// Lifts a ban: one conditional UPDATE `banned → active`; 409 `invalid_transition` for an account that is not
+/// banned (an expired ban counts as banned until lifted, though it no longer applies).
+pub async fn unban_user_in(txn: &impl ConnectionTrait, user_id: i64) -> AppResult<user::Model> {
+    let res = user::Entity::update_many()
+        .col_expr(user::Column::Status, Expr::value(user::Status::Active))
+        .col_expr(user::Column::BanReason, Expr::value(Option::<String>::None))
+        .col_expr(
+            user::Column::BannedUntil,
+            Expr::value(Option::<DateTime<Utc>>::None),
+        )
+        .col_expr(user::Column::UpdatedAt, Expr::value(util::now()))
+        .filter(user::Column::Id.eq(user_id))
+        .filter(user::Column::Status.eq(user::Status::Banned))
+        .exec(txn)
+        .await?;
+    let row = user::Entity::find_by_id(user_id)
+        .one(txn)
+        .await?
+        .ok_or_else(|| AppError::not_found("user"))?;
+    if res.rows_affected != 1 {
+        let current = match row.status {
+            user::Status::Active => "active",
+            user::Status::Banned => "banned",
+            user::Status::Deleted => "deleted",
+        };
+        return Err(AppError::InvalidTransition {
+            current,
+            message: format!("cannot unban an account that is {current}"),
+        });
+    }
+    Ok(row)
+}
+
+/// Which students an operator is looking for. Filters combine (AND).
+#[derive(Debug, Clone, Default)]
+pub struct UserQuery {
+    /// Part of the nickname, or a user id (digits only).
+    pub text: Option<String>,
+    /// Limit to these schools (by the school in the profile or the verified one); `None`: all.
+    pub schools: Option<Vec<i64>>,
+    /// A student number: hashed with the salt of each school searched, matched against verified identities
+    /// and verification requests.
+    pub student_number: Option<String>,
+    pub status: Option<user::Status>,
+    /// Users with a smaller id (the next page).
+    pub before_id: Option<i64>,
+    pub limit: u64,
+}
+
+/// Students matching the query, newest first.
+pub async fn search_users(db: &DatabaseConnection, q: &UserQuery) -> AppResult<Vec<user::Model>> {
+    use sea_orm::Condition;
+    let mut s = user::Entity::find();
+    if let Some(schools) = &q.schools {
+        s = s.filter(
+            Condition::any()
+                .add(user::Column::SchoolId.is_in(schools.iter().copied()))
+                .add(user::Column::VerifiedSchoolId.is_in(schools.iter().copied())),
+        );
+    }
+    if let Some(text) = q.text.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
+        let mut any = Condition::any().add(user::Column::Nickname.contains(text));
+        if let Ok(id) = text.parse::<i64>() {
+            any = any.add(user::Column::Id.eq(id));
+        }
+        s = s.filter(any);
+    }
+    if let Some(raw) = &q.student_number {
+        let normalized = normalize_student_number(raw)?;
+        let mut schools = school::Entity::find();
+        if let Some(ids) = &q.schools {
+            schools = schools.filter(school::Column::Id.is_in(ids.iter().copied()));
+        }
+        let mut ids: Vec<i64> = Vec::new();
+        for sc in schools.all(db).await? {
+            let hash = student_number_hash(&sc, &normalized);
+            ids.extend(
+                student_identity::Entity::find()
+                    .filter(student_identity::Column::SchoolId.eq(sc.id))
+                    .filter(student_identity::Column::NumberHash.eq(hash.as_str()))
+                    .all(db)
+                    .await?
+                    .into_iter()
+                    .map(|i| i.user_id),
+            );
+            ids.extend(
+                verification_request::Entity::find()
+                    .filter(verification_request::Column::SchoolId.eq(sc.id))
+                    .filter(verification_request::Column::StudentNumberHash.eq(hash.as_str()))
+                    .all(db)
+                    .await?
+                    .into_iter()
+                    .map(|r| r.user_id),
+            );
+        }
+        s = s.filter(user::Column::Id.is_in(ids));
+    }
+    if let Some(status) = q.status {
+        s = s.filter(user::Column::Status.eq(status));
+    }
+    if let Some(b) = q.before_id {
+        s = s.filter(user::Column::Id.lt(b));
+    }
+    Ok(s.order_by_desc(user::Column::Id)
+        .limit(q.limit)
+        .all(db)
+        .await?)
 }
 
 #[cfg(test)]
@@ -886,6 +1147,37 @@ mod tests {
         );
         assert_eq!(expected_graduation_year(None, None, "S1234567", now), 2030);
         assert_eq!(end_of_year(2028).to_rfc3339(), "2028-12-31T23:59:59+00:00");
+    }
+
+    #[test]
+    fn roster_csv_keeps_line_numbers_and_refuses_malformed_lines() {
+        let csv = "\u{feff}学号,毕业年份\r\n2024000001,2028\n\n\"2024000002\", \n2024000003,20x8\na,b,c\n";
+        let parsed = parse_roster_csv(csv).unwrap();
+        assert_eq!(
+            parsed.rows,
+            vec![
+                (
+                    2,
+                    RosterRow {
+                        student_number: "2024000001".into(),
+                        graduation_year: Some(2028)
+                    }
+                ),
+                (
+                    4,
+                    RosterRow {
+                        student_number: "2024000002".into(),
+                        graduation_year: None
+                    }
+                ),
+            ]
+        );
+        assert_eq!(parsed.rejected.len(), 2);
+        assert_eq!(parsed.rejected[0].0, 5);
+        assert!(parsed.rejected[0].1.contains("20x8"));
+        assert_eq!(parsed.rejected[1].0, 6);
+        // Without a header the first line is a row.
+        assert_eq!(parse_roster_csv("S1234567\n").unwrap().rows.len(), 1);
     }
 
     #[test]

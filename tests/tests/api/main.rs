@@ -1,5 +1,6 @@
 //! Black-box API tests: one binary (one link) with a module per capability.
 
+mod admin;
 mod forum;
 mod foundation;
 mod images;
