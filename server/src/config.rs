@@ -82,6 +82,26 @@ pub struct Config {
     pub image_sweep_interval: Duration,
     /// Distinct students whose open reports hide a post, comment or listing until an operator decides.
     pub report_hide_threshold: u32,
+    /// Orders and payments: deadlines, auto-completion, the platform fee, sweep cadence.
+    pub orders: OrderSettings,
+}
+
+/// Settings of orders and payments (read through `orders::settings`, so operator site settings can override
+/// them later).
+#[derive(Debug, Clone)]
+pub struct OrderSettings {
+    /// How long a WeChat Pay order waits for payment before it is closed (`ORDER_PAYMENT_TIMEOUT_MINUTES`).
+    pub payment_timeout: Duration,
+    /// A paid order nobody completed, refunded or disputed completes by itself after this long
+    /// (`ORDER_AUTO_COMPLETE_DAYS`).
+    pub auto_complete_after: Duration,
+    /// The platform's fee in basis points of what the seller is paid out (`PLATFORM_FEE_BPS`, 0 = none).
+    pub platform_fee_bps: u32,
+    /// How often the order and payment sweeps run (`ORDER_SWEEP_INTERVAL_SECONDS`).
+    pub sweep_interval: Duration,
+    /// How long after a prepay (or the last query) without a payment notification the sweep asks WeChat
+    /// (`PAYMENT_QUERY_AFTER_SECONDS`).
+    pub payment_query_after: Duration,
 }
 
 /// Where a setting's raw text comes from: the environment first, then the optional TOML file.
@@ -256,6 +276,7 @@ impl Config {
             image_uploads_per_10_minutes,
             image_sweep_interval: Duration::from_secs(image_sweep_seconds),
             report_hide_threshold,
+            orders: order_settings(src)?,
         })
     }
 
@@ -266,6 +287,56 @@ impl Config {
     pub fn is_sandbox(&self) -> bool {
         matches!(self.wechat, WechatMode::Sandbox)
     }
+}
+
+/// A duration given as a (possibly fractional) number of `unit_secs`-second units, within `min..=max` units.
+fn fractional(
+    src: &Source,
+    name: &str,
+    default: f64,
+    unit_secs: f64,
+    (min, max): (f64, f64),
+) -> anyhow::Result<Duration> {
+    let v: f64 = src.parse(name, default)?;
+    if !(v.is_finite() && (min..=max).contains(&v)) {
+        bail!("{name} must be between {min} and {max}");
+    }
+    Ok(Duration::from_secs_f64(v * unit_secs))
+}
+
+fn order_settings(src: &Source) -> anyhow::Result<OrderSettings> {
+    let platform_fee_bps: u32 = src.parse("PLATFORM_FEE_BPS", 0)?;
+    if platform_fee_bps > 5000 {
+        bail!("PLATFORM_FEE_BPS must be between 0 and 5000 (50%)");
+    }
+    let sweep_seconds: u64 = src.parse("ORDER_SWEEP_INTERVAL_SECONDS", 15)?;
+    if !(1..=3600).contains(&sweep_seconds) {
+        bail!("ORDER_SWEEP_INTERVAL_SECONDS must be between 1 and 3600");
+    }
+    let query_after: u64 = src.parse("PAYMENT_QUERY_AFTER_SECONDS", 60)?;
+    if !(1..=3600).contains(&query_after) {
+        bail!("PAYMENT_QUERY_AFTER_SECONDS must be between 1 and 3600");
+    }
+    Ok(OrderSettings {
+        // Fractional minutes and days are accepted so tests and demos can use short timers.
+        payment_timeout: fractional(
+            src,
+            "ORDER_PAYMENT_TIMEOUT_MINUTES",
+            15.0,
+            60.0,
+            (0.01, 1440.0),
+        )?,
+        auto_complete_after: fractional(
+            src,
+            "ORDER_AUTO_COMPLETE_DAYS",
+            7.0,
+            86_400.0,
+            (0.00001, 90.0),
+        )?,
+        platform_fee_bps,
+        sweep_interval: Duration::from_secs(sweep_seconds),
+        payment_query_after: Duration::from_secs(query_after),
+    })
 }
 
 fn read_toml(path: &str) -> anyhow::Result<HashMap<String, String>> {
@@ -404,6 +475,31 @@ mod tests {
         assert_eq!(c.report_hide_threshold, 2);
         let err = Config::from_vars(vars(&[("REPORT_HIDE_THRESHOLD", "0")])).unwrap_err();
         assert!(err.to_string().contains("REPORT_HIDE_THRESHOLD"));
+    }
+
+    #[test]
+    fn order_settings_have_defaults_and_bounds() {
+        let c = Config::from_vars(vars(&[])).unwrap().orders;
+        assert_eq!(c.payment_timeout, Duration::from_secs(15 * 60));
+        assert_eq!(c.auto_complete_after, Duration::from_secs(7 * 86_400));
+        assert_eq!(c.platform_fee_bps, 0);
+        let c = Config::from_vars(vars(&[
+            ("ORDER_PAYMENT_TIMEOUT_MINUTES", "0.05"),
+            ("PLATFORM_FEE_BPS", "250"),
+        ]))
+        .unwrap()
+        .orders;
+        assert_eq!(c.payment_timeout, Duration::from_secs(3));
+        assert_eq!(c.platform_fee_bps, 250);
+        for (name, bad) in [
+            ("ORDER_PAYMENT_TIMEOUT_MINUTES", "0"),
+            ("ORDER_AUTO_COMPLETE_DAYS", "NaN"),
+            ("PLATFORM_FEE_BPS", "10000"),
+            ("ORDER_SWEEP_INTERVAL_SECONDS", "0"),
+        ] {
+            let err = Config::from_vars(vars(&[(name, bad)])).unwrap_err();
+            assert!(err.to_string().contains(name), "{name}: {err}");
+        }
     }
 
     #[test]

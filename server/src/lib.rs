@@ -19,6 +19,8 @@ pub mod kv;
 pub mod listings;
 pub mod moderation;
 pub mod notifications;
+pub mod orders;
+pub mod payments;
 pub mod state;
 pub mod storage;
 pub mod users;
@@ -60,6 +62,7 @@ pub type StudentApis = (
     moderation::reports::ReportsApi,
     users::blocks::BlocksApi,
     notifications::api::NotificationsApi,
+    orders::api::OrdersApi,
 );
 
 fn student_apis() -> StudentApis {
@@ -74,6 +77,7 @@ fn student_apis() -> StudentApis {
         moderation::reports::ReportsApi,
         users::blocks::BlocksApi,
         notifications::api::NotificationsApi,
+        orders::api::OrdersApi,
     )
 }
 
@@ -232,7 +236,13 @@ impl App {
                 "/wechat/push",
                 poem::get(moderation::push::verify_url).post(moderation::push::receive),
             )
-            .at("/media/*key", poem::get(images::api::serve_media));
+            .at("/media/*key", poem::get(images::api::serve_media))
+            // WeChat Pay's notifications need the raw body and headers: a plain handler beside the OpenAPI
+            // service (the router prefers this exact path to the `/api` nest).
+            .at(
+                "/api/v1/payments/wechat/notify",
+                poem::post(payments::notify::wechat_notify),
+            );
         if let Some(sandbox) = &state.sandbox {
             route = route.nest(
                 "/sandbox/wechat",

@@ -6,5 +6,6 @@ mod images;
 mod listings;
 mod moderation;
 mod notifications;
+mod orders;
 mod users;
 mod wechat;

@@ -1,0 +1,150 @@
+//! The Mini Program trading rule: WeChat holds the money of a Mini Program payment until the merchant uploads
+//! the shipping information. When a WeChat Pay order completes, its hand-over is uploaded as a self-pickup
+//! (`logistics_type` 4) through `wxa/sec/order/upload_shipping_info`; failures are retried by the sweep.
+
+use reqwest::Method;
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect, sea_query::Expr,
+};
+use serde_json::{Value, json};
+
+use super::{backoff, model::payment};
+use crate::{
+    error::{AppError, AppResult},
+    orders::service as orders,
+    state::AppState,
+    users::model::user,
+    util,
+};
+
+/// Makes the shipping upload of an order due now (in the completion's transaction).
+pub async fn due_in(txn: &impl ConnectionTrait, order_id: i64) -> AppResult<()> {
+    payment::Entity::update_many()
+        .col_expr(payment::Column::ShippingNextAt, Expr::value(util::now()))
+        .filter(payment::Column::OrderId.eq(order_id))
+        .filter(payment::Column::ShippingUploadedAt.is_null())
+        .exec(txn)
+        .await?;
+    Ok(())
+}
+
+/// The body of `upload_shipping_info` for a self-pickup hand-over.
+pub fn shipping_body(
+    mchid: &str,
+    out_trade_no: &str,
+    item_desc: &str,
+    payer_openid: &str,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Value {
+    let campus = chrono::FixedOffset::east_opt(8 * 3600).expect("valid offset");
+    json!({
+        "order_key": { "order_number_type": 1, "mchid": mchid, "out_trade_no": out_trade_no },
+        "logistics_type": 4,
+        "delivery_mode": 1,
+        "shipping_list": [{ "item_desc": item_desc.chars().take(120).collect::<String>() }],
+        "upload_time": now.with_timezone(&campus).to_rfc3339_opts(chrono::SecondsFormat::Secs, false),
+        "payer": { "openid": payer_openid },
+    })
+}
+
+/// Uploads the shipping information of a completed order, when due (claimed with a conditional update, so it
+/// happens once however many instances try).
+pub async fn upload(state: &AppState, order_id: i64) -> AppResult<()> {
+    let now = util::now();
+    let claimed = payment::Entity::update_many()
+        .col_expr(
+            payment::Column::ShippingNextAt,
+            Expr::value(now + backoff(4)),
+        )
+        .filter(payment::Column::OrderId.eq(order_id))
+        .filter(payment::Column::ShippingUploadedAt.is_null())
+        .filter(payment::Column::ShippingNextAt.lte(now))
+        .exec(&state.db)
+        .await?
+        .rows_affected
+        == 1;
+    if !claimed {
+        return Ok(());
+    }
+    let p = super::service::of_order(&state.db, order_id)
+        .await?
+        .ok_or_else(|| AppError::not_found("payment"))?;
+    let o = orders::find(&state.db, order_id).await?;
+    let openid = match p.payer_openid.clone() {
+        Some(o) => o,
+        None => {
+            user::Entity::find_by_id(o.buyer_id)
+                .one(&state.db)
+                .await?
+                .ok_or_else(|| AppError::not_found("user"))?
+                .openid
+        }
+    };
+    let body = shipping_body(state.pay.mchid(), &p.out_trade_no, &o.title, &openid, now);
+    match state
+        .wechat
+        .call::<Value>(
+            Method::POST,
+            "/wxa/sec/order/upload_shipping_info",
+            Some(&body),
+        )
+        .await
+    {
+        Ok(_) => {
+            payment::Entity::update_many()
+                .col_expr(
+                    payment::Column::ShippingUploadedAt,
+                    Expr::value(util::now()),
+                )
+                .col_expr(
+                    payment::Column::ShippingNextAt,
+                    Expr::value(Option::<chrono::DateTime<chrono::Utc>>::None),
+                )
+                .filter(payment::Column::Id.eq(p.id))
+                .exec(&state.db)
+                .await?;
+            Ok(())
+        }
+        Err(e) => Err(AppError::unavailable(
+            "wechat_unavailable",
+            format!("shipping upload failed: {e}"),
+        )),
+    }
+}
+
+/// Sweep: retries due shipping uploads.
+pub async fn retry_due(state: &AppState) -> AppResult<u64> {
+    let due = payment::Entity::find()
+        .filter(payment::Column::ShippingUploadedAt.is_null())
+        .filter(payment::Column::ShippingNextAt.lte(util::now()))
+        .limit(100)
+        .all(&state.db)
+        .await?;
+    let mut n = 0;
+    for p in due {
+        match upload(state, p.order_id).await {
+            Ok(()) => n += 1,
+            Err(e) => tracing::warn!(order_id = p.order_id, error = %e, "shipping upload failed"),
+        }
+    }
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+
+    #[test]
+    fn a_hand_over_is_a_self_pickup_in_beijing_time() {
+        let t = chrono::Utc.with_ymd_and_hms(2026, 3, 1, 4, 0, 0).unwrap();
+        let b = shipping_body("1900000001", "CT1", "台灯", "o-buyer", t);
+        assert_eq!(b["logistics_type"], 4);
+        assert_eq!(b["order_key"]["order_number_type"], 1);
+        assert_eq!(b["order_key"]["out_trade_no"], "CT1");
+        assert_eq!(b["upload_time"], "2026-03-01T12:00:00+08:00");
+        assert_eq!(b["payer"]["openid"], "o-buyer");
+        assert_eq!(b["shipping_list"][0]["item_desc"], "台灯");
+    }
+}
