@@ -31,7 +31,10 @@ fn refusal(e: &NotifyError) -> AppError {
             message,
         },
         NotifyError::MissingHeader(_) => AppError::bad_request("missing_header", message),
-        NotifyError::StaleTimestamp => AppError::bad_request("stale_timestamp", message),
+        NotifyError::StaleTimestamp => AppError::Unauthorized {
+            code: "stale_timestamp",
+            message,
+        },
         NotifyError::Decrypt => AppError::bad_request("undecryptable", message),
         NotifyError::Malformed(_) => AppError::bad_request("malformed_notification", message),
     }
