@@ -322,9 +322,8 @@ pub async fn apply_bill(state: &AppState, bill: &TransferBill) -> AppResult<()> 
             .exec(&state.db)
             .await?;
             if res.rows_affected == 1 {
-                let txn = state.db.begin().await?;
                 notify(
-                    &txn,
+                    &state.db,
                     p.seller_id,
                     "payout_ready",
                     "货款待领取",
@@ -333,7 +332,6 @@ pub async fn apply_bill(state: &AppState, bill: &TransferBill) -> AppResult<()> 
                     Some(p.order_id),
                 )
                 .await?;
-                txn.commit().await?;
             }
             Ok(())
         }

@@ -48,8 +48,8 @@ pub fn shipping_body(
 }
 
 /// Uploads the shipping information of a completed order, when due (claimed with a conditional update, so it
-/// happens once however many instances try).
-pub async fn upload(state: &AppState, order_id: i64) -> AppResult<()> {
+/// happens once however many instances try). `Ok(false)`: not due, or another instance has it.
+pub async fn upload(state: &AppState, order_id: i64) -> AppResult<bool> {
     let now = util::now();
     let claimed = payment::Entity::update_many()
         .col_expr(
@@ -64,7 +64,7 @@ pub async fn upload(state: &AppState, order_id: i64) -> AppResult<()> {
         .rows_affected
         == 1;
     if !claimed {
-        return Ok(());
+        return Ok(false);
     }
     let p = super::service::of_order(&state.db, order_id)
         .await?
@@ -103,7 +103,7 @@ pub async fn upload(state: &AppState, order_id: i64) -> AppResult<()> {
                 .filter(payment::Column::Id.eq(p.id))
                 .exec(&state.db)
                 .await?;
-            Ok(())
+            Ok(true)
         }
         Err(e) => Err(AppError::unavailable(
             "wechat_unavailable",
@@ -123,7 +123,8 @@ pub async fn retry_due(state: &AppState) -> AppResult<u64> {
     let mut n = 0;
     for p in due {
         match upload(state, p.order_id).await {
-            Ok(()) => n += 1,
+            Ok(true) => n += 1,
+            Ok(false) => {}
             Err(e) => tracing::warn!(order_id = p.order_id, error = %e, "shipping upload failed"),
         }
     }
