@@ -8,3 +8,4 @@ mod moderation;
 mod notifications;
 mod users;
 mod wechat;
+mod wechatpay;
