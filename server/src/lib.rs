@@ -1,7 +1,7 @@
 //! campus_trade: the second-hand market of a university campus.
 //!
 //! This crate is the whole service: the student API under `/api/v1`, the built-in WeChat sandbox under
-//! `/sandbox/wechat` (sandbox mode only), WeChat's message push at `/wechat/push`, uploaded media under
+//! `/sandbox/wechat` and `/sandbox/wechatpay` (sandbox mode only), WeChat's message push at `/wechat/push`, uploaded media under
 //! `/media`, and health probes. [`App::build`] wires it from a [`Config`]; the
 //! binary and the black-box tests both start the service through [`App`].
 //! `docs/architecture.md` explains how the pieces fit.
@@ -199,6 +199,9 @@ impl App {
             }
         };
 
+        let (pay, pay_sandbox) =
+            wechat::pay::setup(&config, wechat.appid(), &public_base_url, loopback)?;
+
         let media_dir = config.data_dir.join("media");
         let storage = storage::LocalStorage::new(&media_dir)
             .with_context(|| format!("creating the media folder {}", media_dir.display()))?;
@@ -214,7 +217,8 @@ impl App {
             catalogue: Default::default(),
             views: Default::default(),
             storage: Arc::new(storage),
-            pay: wechat::pay::WechatPay::skeleton(),
+            pay,
+            pay_sandbox,
         });
         Ok(Self {
             state,
@@ -249,6 +253,12 @@ impl App {
                 wechat::sandbox::routes(Arc::clone(sandbox)),
             );
         }
+        if let Some(pay_sandbox) = &state.pay_sandbox {
+            route = route.nest(
+                "/sandbox/wechatpay",
+                wechat::sandbox::pay::routes(Arc::clone(pay_sandbox)),
+            );
+        }
         route
             .data(state.clone())
             .with(web::BodyLimit {
@@ -266,6 +276,8 @@ impl App {
     ) -> anyhow::Result<()> {
         let state = self.state.clone();
         let jobs = jobs::spawn(state.clone());
+        // The sandbox's WeChat Pay notifications (resumed from DATA_DIR after a restart).
+        let pay_sandbox = state.pay_sandbox.as_ref().map(|p| p.start());
         tracing::info!(addr = %self.local_addr, public_base_url = %state.public_base_url, "campus_trade listening");
         let grace = state.config.shutdown_grace;
         poem::Server::new_with_acceptor(self.acceptor)
@@ -273,6 +285,9 @@ impl App {
             .await
             .context("serving HTTP")?;
         jobs.abort();
+        if let Some(task) = pay_sandbox {
+            task.abort();
+        }
         // Buffered view counts are written before the pool closes.
         if let Err(e) = state.views.flush(&state.db).await {
             tracing::warn!(error = %e, "could not write the last view counts");

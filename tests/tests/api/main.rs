@@ -9,3 +9,4 @@ mod notifications;
 mod orders;
 mod users;
 mod wechat;
+mod wechatpay;
