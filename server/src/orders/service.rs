@@ -159,6 +159,12 @@ pub async fn create(state: &AppState, buyer_id: i64, input: NewOrder) -> AppResu
     if l.status != ListingStatus::OnSale {
         return Err(listing_unavailable());
     }
+    if input.payment_method == PaymentMethod::WechatPay && !state.pay.enabled() {
+        return Err(AppError::conflict(
+            "wechat_pay_disabled",
+            "WeChat Pay is not available on this service; choose offline payment",
+        ));
+    }
     if let Some(place_id) = input.meetup_place_id {
         check_meetup_place(db, &l, place_id).await?;
     }

@@ -22,9 +22,10 @@ pub fn pay_error(what: &str, e: &PayError) -> AppError {
     )
 }
 
-/// Whether WeChat definitely refused (a 4xx error body): nothing was created, unlike a timeout or a 5xx.
+/// Whether WeChat definitely refused (an error body that is not a timeout, 5xx, `SYSTEM_ERROR` or rate limit):
+/// nothing was created.
 pub fn definitely_refused(e: &PayError) -> bool {
-    matches!(e, PayError::Wechat { status, .. } if (400..500).contains(status) && *status != 429)
+    matches!(e, PayError::Wechat { .. }) && !e.outcome_unknown()
 }
 
 /// Whether the error is WeChat's "no such thing" (`ORDER_NOT_EXIST`, `NOT_FOUND`, …).

@@ -22,6 +22,8 @@ pub mod payment {
         pub status: PaymentStatus,
         /// From `POST /v3/pay/transactions/jsapi`; reused while the order is unpaid.
         pub prepay_id: Option<String>,
+        /// When the first prepay was requested (written BEFORE the call: from then on a WeChat order may exist,
+        /// even when the answer was lost).
         pub prepaid_at: Option<DateTimeUtc>,
         /// WeChat's number of the payment.
         pub transaction_id: Option<String>,

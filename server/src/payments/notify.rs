@@ -40,13 +40,6 @@ fn refusal(e: &NotifyError) -> AppError {
     }
 }
 
-fn header(req: &Request, name: &str) -> Option<String> {
-    req.headers()
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string)
-}
-
 /// Receives one WeChat Pay notification.
 #[handler]
 pub async fn wechat_notify(req: &Request, body: Body, state: Data<&AppState>) -> Response {
@@ -57,12 +50,7 @@ pub async fn wechat_notify(req: &Request, body: Body, state: Data<&AppState>) ->
             return AppError::bad_request("unreadable_body", e.to_string()).as_response();
         }
     };
-    let headers = NotifyHeaders {
-        timestamp: header(req, "wechatpay-timestamp"),
-        nonce: header(req, "wechatpay-nonce"),
-        signature: header(req, "wechatpay-signature"),
-        serial: header(req, "wechatpay-serial"),
-    };
+    let headers = NotifyHeaders::from_header_map(req.headers());
     let now = chrono::Utc::now().timestamp();
     let n = match state.pay.parse_notification(&headers, &raw, now) {
         Ok(n) => n,

@@ -117,6 +117,17 @@ pub async fn prepay(state: &AppState, buyer_id: i64, order_id: i64) -> AppResult
         .one(db)
         .await?
         .ok_or_else(|| AppError::not_found("user"))?;
+    // Written before the call: if its answer is lost, WeChat may still have the order, so a cancellation must
+    // close it and the sweep must query it.
+    let query_after = now + settings::chrono(settings::payment_query_after(state));
+    payment::Entity::update_many()
+        .col_expr(payment::Column::PrepaidAt, Expr::value(now))
+        .col_expr(payment::Column::QueryAfter, Expr::value(query_after))
+        .col_expr(payment::Column::UpdatedAt, Expr::value(now))
+        .filter(payment::Column::Id.eq(p.id))
+        .filter(payment::Column::PrepaidAt.is_null())
+        .exec(db)
+        .await?;
     let prepay_id = state
         .pay
         .jsapi_prepay(&JsapiPrepay {
@@ -133,13 +144,10 @@ pub async fn prepay(state: &AppState, buyer_id: i64, order_id: i64) -> AppResult
             }
             _ => pay_error("prepay", &e),
         })?;
-    let query_after = now + settings::chrono(settings::payment_query_after(state));
     // Concurrent first calls send identical parameters, for which WeChat returns the same prepay id.
     payment::Entity::update_many()
         .col_expr(payment::Column::PrepayId, Expr::value(prepay_id.clone()))
-        .col_expr(payment::Column::PrepaidAt, Expr::value(now))
-        .col_expr(payment::Column::QueryAfter, Expr::value(query_after))
-        .col_expr(payment::Column::UpdatedAt, Expr::value(now))
+        .col_expr(payment::Column::UpdatedAt, Expr::value(util::now()))
         .filter(payment::Column::Id.eq(p.id))
         .filter(payment::Column::PrepayId.is_null())
         .exec(db)
@@ -286,7 +294,7 @@ pub async fn sync(state: &AppState, user_id: i64, order_id: i64) -> AppResult<or
     let o = orders::visible(&state.db, order_id, user_id).await?;
     if o.status == OrderStatus::PendingPayment
         && let Some(p) = of_order(&state.db, o.id).await?
-        && p.prepay_id.is_some()
+        && p.prepaid_at.is_some()
     {
         match state.pay.query_order(&p.out_trade_no).await {
             Ok(tx) => {
@@ -305,7 +313,8 @@ pub async fn close_before_cancel(state: &AppState, o: &order::Model) -> AppResul
     let Some(p) = of_order(&state.db, o.id).await? else {
         return Ok(());
     };
-    if p.prepay_id.is_none() || p.status != PaymentStatus::Unpaid {
+    // Never asked WeChat for a prepay: there is no WeChat order to close.
+    if p.prepaid_at.is_none() || p.status != PaymentStatus::Unpaid {
         return Ok(());
     }
     let close_err = match state.pay.close_order(&p.out_trade_no).await {

@@ -2,11 +2,9 @@
 //! the shipping information. When a WeChat Pay order completes, its hand-over is uploaded as a self-pickup
 //! (`logistics_type` 4) through `wxa/sec/order/upload_shipping_info`; failures are retried by the sweep.
 
-use reqwest::Method;
 use sea_orm::{
     ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect, sea_query::Expr,
 };
-use serde_json::{Value, json};
 
 use super::{backoff, model::payment};
 use crate::{
@@ -15,6 +13,7 @@ use crate::{
     state::AppState,
     users::model::user,
     util,
+    wechat::shipping::{SELF_PICKUP, ShippingInfo},
 };
 
 /// Makes the shipping upload of an order due now (in the completion's transaction).
@@ -26,25 +25,6 @@ pub async fn due_in(txn: &impl ConnectionTrait, order_id: i64) -> AppResult<()> 
         .exec(txn)
         .await?;
     Ok(())
-}
-
-/// The body of `upload_shipping_info` for a self-pickup hand-over.
-pub fn shipping_body(
-    mchid: &str,
-    out_trade_no: &str,
-    item_desc: &str,
-    payer_openid: &str,
-    now: chrono::DateTime<chrono::Utc>,
-) -> Value {
-    let campus = chrono::FixedOffset::east_opt(8 * 3600).expect("valid offset");
-    json!({
-        "order_key": { "order_number_type": 1, "mchid": mchid, "out_trade_no": out_trade_no },
-        "logistics_type": 4,
-        "delivery_mode": 1,
-        "shipping_list": [{ "item_desc": item_desc.chars().take(120).collect::<String>() }],
-        "upload_time": now.with_timezone(&campus).to_rfc3339_opts(chrono::SecondsFormat::Secs, false),
-        "payer": { "openid": payer_openid },
-    })
 }
 
 /// Uploads the shipping information of a completed order, when due (claimed with a conditional update, so it
@@ -80,17 +60,16 @@ pub async fn upload(state: &AppState, order_id: i64) -> AppResult<bool> {
                 .openid
         }
     };
-    let body = shipping_body(state.pay.mchid(), &p.out_trade_no, &o.title, &openid, now);
-    match state
-        .wechat
-        .call::<Value>(
-            Method::POST,
-            "/wxa/sec/order/upload_shipping_info",
-            Some(&body),
-        )
-        .await
-    {
-        Ok(_) => {
+    let info = ShippingInfo {
+        mchid: state.pay.mchid().to_string(),
+        out_trade_no: p.out_trade_no.clone(),
+        logistics_type: SELF_PICKUP,
+        item_desc: o.title.clone(),
+        payer_openid: openid,
+        upload_time: now,
+    };
+    match state.wechat.upload_shipping_info(&info).await {
+        Ok(()) => {
             payment::Entity::update_many()
                 .col_expr(
                     payment::Column::ShippingUploadedAt,
@@ -129,23 +108,4 @@ pub async fn retry_due(state: &AppState) -> AppResult<u64> {
         }
     }
     Ok(n)
-}
-
-#[cfg(test)]
-mod tests {
-    use chrono::TimeZone;
-
-    use super::*;
-
-    #[test]
-    fn a_hand_over_is_a_self_pickup_in_beijing_time() {
-        let t = chrono::Utc.with_ymd_and_hms(2026, 3, 1, 4, 0, 0).unwrap();
-        let b = shipping_body("1900000001", "CT1", "台灯", "o-buyer", t);
-        assert_eq!(b["logistics_type"], 4);
-        assert_eq!(b["order_key"]["order_number_type"], 1);
-        assert_eq!(b["order_key"]["out_trade_no"], "CT1");
-        assert_eq!(b["upload_time"], "2026-03-01T12:00:00+08:00");
-        assert_eq!(b["payer"]["openid"], "o-buyer");
-        assert_eq!(b["shipping_list"][0]["item_desc"], "台灯");
-    }
 }

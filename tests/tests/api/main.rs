@@ -7,6 +7,7 @@ mod listings;
 mod moderation;
 mod notifications;
 mod orders;
+mod payments;
 mod users;
 mod wechat;
 mod wechatpay;
