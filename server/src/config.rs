@@ -555,8 +555,12 @@ fn parse_report_infos(raw: &str) -> anyhow::Result<Vec<(String, String)>> {
             );
         };
         let (t, c) = (t.trim(), c.trim());
-        if t.is_empty() || c.is_empty() {
-            bail!("WECHATPAY_TRANSFER_REPORT_INFOS: every info_type needs an info_content");
+        // WeChat's limits: info_type at most 15 characters, info_content at most 32.
+        if t.is_empty() || c.is_empty() || t.chars().count() > 15 || c.chars().count() > 32 {
+            bail!(
+                "WECHATPAY_TRANSFER_REPORT_INFOS: every info_type (at most 15 characters) needs an info_content \
+                 (at most 32 characters)"
+            );
         }
         out.push((t.to_string(), c.to_string()));
     }
@@ -824,6 +828,15 @@ mod tests {
         assert!(Config::from_vars(vars(&[("SANDBOX_WECHATPAY_TIME_SCALE", "0")])).is_err());
         assert!(
             Config::from_vars(vars(&[("WECHATPAY_TRANSFER_REPORT_INFOS", "nocolon")])).is_err()
+        );
+        let too_long = format!("{}:x", "类".repeat(16));
+        assert!(
+            Config::from_vars(vars(&[(
+                "WECHATPAY_TRANSFER_REPORT_INFOS",
+                too_long.as_str()
+            )]))
+            .is_err(),
+            "info_type is at most 15 characters"
         );
     }
 

@@ -217,6 +217,17 @@ app_test!(
 
         let err = pay.query_order(&order_no("NONE")).await.unwrap_err();
         assert_eq!(wechat_code(&err), (404, "ORDER_NOT_EXIST"));
+
+        // The helper for handler tests and benchmarks makes notifications our client accepts.
+        let (headers, body) = app
+            .state
+            .pay_sandbox
+            .as_ref()
+            .unwrap()
+            .signed_payment_notification(&no, 2_350, "oBuyer0000000000000000000001");
+        let n = pay.parse_notification(&headers, &body, now()).unwrap();
+        let NotificationResource::Transaction(t) = n.resource else { panic!() };
+        assert_eq!((t.out_trade_no, t.amount.map(|a| a.total)), (no, Some(2_350)));
     }
 );
 
@@ -479,6 +490,22 @@ app_test!(
         assert_eq!(s, StatusCode::CONFLICT, "a bill is accepted once");
         let err = pay.query_transfer("Bnone0001").await.unwrap_err();
         assert_eq!(wechat_code(&err), (404, "NOT_FOUND"));
+
+        // A bill the seller has not accepted can be withdrawn; an accepted one cannot.
+        let mut other = req.clone();
+        other.out_bill_no = order_no("B");
+        let waiting = pay.create_transfer(&other).await.unwrap();
+        let cancelled = pay.cancel_transfer(&other.out_bill_no).await.unwrap();
+        assert_eq!(cancelled.state, "CANCELING");
+        assert_eq!(pay.query_transfer(&other.out_bill_no).await.unwrap().state, "CANCELLED");
+        let seen = receiver.wait_for(2).await;
+        let n = app.state.pay.parse_notification(&seen[1].headers, &seen[1].body, now()).unwrap();
+        let NotificationResource::Transfer(b) = &n.resource else { panic!("a transfer resource") };
+        assert_eq!((b.state.as_str(), b.transfer_bill_no.clone()), ("CANCELLED", waiting.transfer_bill_no));
+        let (s, _) = sandbox(&app, "/confirm-transfer", &json!({ "package_info": waiting.package_info })).await;
+        assert_eq!(s, StatusCode::CONFLICT);
+        let err = pay.cancel_transfer(&req.out_bill_no).await.unwrap_err();
+        assert_eq!(wechat_code(&err), (400, "INVALID_REQUEST"));
     }
 );
 

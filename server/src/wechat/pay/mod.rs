@@ -255,7 +255,7 @@ impl PayError {
         match self {
             PayError::Transport(_) | PayError::Unverified(_) => true,
             PayError::Wechat { status, code, .. } => {
-                *status >= 500 || *status == 429 || code == "SYSTEM_ERROR"
+                code != DISABLED && (*status >= 500 || *status == 429 || code == "SYSTEM_ERROR")
             }
         }
     }
@@ -268,6 +268,9 @@ impl PayError {
         }
     }
 }
+
+/// The code of [`PayError::Wechat`] when WeChat Pay is not configured (nothing was sent).
+pub const DISABLED: &str = "PAYMENTS_DISABLED";
 
 /// The path of WeChat's notifications on our side (under `PUBLIC_BASE_URL`).
 pub const NOTIFY_PATH: &str = "/api/v1/payments/wechat/notify";
@@ -560,7 +563,7 @@ impl WechatPay {
             .as_ref()
             .ok_or_else(|| PayError::Wechat {
                 status: 503,
-                code: "PAYMENTS_DISABLED".into(),
+                code: DISABLED.into(),
                 message:
                     "WeChat Pay is not configured on this service (WECHATPAY_MCHID is not set)"
                         .into(),
@@ -703,6 +706,17 @@ impl WechatPay {
         check_id("out_bill_no", out_bill_no, (1, 32), b"")?;
         let path = format!("/v3/fund-app/mch-transfer/transfer-bills/out-bill-no/{out_bill_no}");
         let answer = m.call("GET", &path, None, false).await?;
+        parse_json(&answer)
+    }
+
+    /// `POST /v3/fund-app/mch-transfer/transfer-bills/out-bill-no/{no}/cancel`: withdraws a bill the seller has
+    /// not accepted yet (`CANCELING`, then `CANCELLED` with a `MCHTRANSFER.BILL.FINISHED` notification).
+    pub async fn cancel_transfer(&self, out_bill_no: &str) -> Result<TransferBill, PayError> {
+        let m = self.merchant()?;
+        check_id("out_bill_no", out_bill_no, (1, 32), b"")?;
+        let path =
+            format!("/v3/fund-app/mch-transfer/transfer-bills/out-bill-no/{out_bill_no}/cancel");
+        let answer = m.call("POST", &path, None, false).await?;
         parse_json(&answer)
     }
 
@@ -887,4 +901,139 @@ impl Merchant {
 /// The path of a call for logs: identifiers (order numbers) are kept, the query string (mchid) is dropped.
 fn canonical_path(canonical: &str) -> &str {
     canonical.split('?').next().unwrap_or(canonical)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn merchant_vars(dir: &Path, key_file: &str) -> Vec<(String, String)> {
+        let p = |f: &str| dir.join(f).display().to_string();
+        [
+            ("WECHAT_APPID", "wx8888888888888888".to_string()),
+            ("WECHAT_SECRET", "s".into()),
+            ("PUBLIC_BASE_URL", "https://market.example.edu".into()),
+            ("WECHATPAY_MCHID", "1900000109".into()),
+            ("WECHATPAY_MERCHANT_KEY_PATH", p(key_file)),
+            ("WECHATPAY_MERCHANT_SERIAL", "f5765756002fdd77".into()),
+            (
+                "WECHATPAY_APIV3_KEY",
+                "a7cde1ZJB1kG2e7VfTs3jQzaWizur8Gb".into(),
+            ),
+            ("WECHATPAY_PUBLIC_KEY_PATH", p("pub.pem")),
+            (
+                "WECHATPAY_PUBLIC_KEY_ID",
+                "PUB_KEY_ID_0000000000000024101100397200000006".into(),
+            ),
+            ("WECHATPAY_PLATFORM_CERT_PATHS", p("cert.pem")),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    }
+
+    fn loopback() -> std::net::SocketAddr {
+        "127.0.0.1:8080".parse().unwrap()
+    }
+
+    #[test]
+    fn a_merchant_is_built_from_its_files_and_bad_files_stop_start_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |f: &str, text: &str| std::fs::write(dir.path().join(f), text).unwrap();
+        write("key.pem", sign::tests::TV1_PRIVATE);
+        write("pub.pem", sign::tests::TV1_PUBLIC);
+        write(
+            "cert.pem",
+            include_str!("testdata/tv2-platform-certificate.pem"),
+        );
+        write(
+            "garbage.pem",
+            "-----BEGIN PRIVATE KEY-----\nnot base64!\n-----END PRIVATE KEY-----\n",
+        );
+
+        let config = Config::from_vars(merchant_vars(dir.path(), "key.pem")).unwrap();
+        let (pay, sandbox) = setup(
+            &config,
+            "wx8888888888888888",
+            "https://market.example.edu",
+            loopback(),
+        )
+        .expect("a complete merchant starts");
+        assert!(pay.enabled() && sandbox.is_none());
+        assert_eq!(pay.mchid(), "1900000109");
+        assert_eq!(
+            pay.notify_url(),
+            "https://market.example.edu/api/v1/payments/wechat/notify"
+        );
+
+        for (file, expected) in [
+            ("garbage.pem", "garbage.pem"),
+            ("missing.pem", "missing.pem"),
+        ] {
+            let config = Config::from_vars(merchant_vars(dir.path(), file)).unwrap();
+            let err = setup(
+                &config,
+                "wx8888888888888888",
+                "https://x.example",
+                loopback(),
+            )
+            .err()
+            .expect("a bad key file stops start-up");
+            assert!(format!("{err:#}").contains(expected), "{err:#}");
+        }
+        let mut vars = merchant_vars(dir.path(), "key.pem");
+        vars.retain(|(k, _)| k != "WECHATPAY_PLATFORM_CERT_PATHS");
+        vars.push((
+            "WECHATPAY_PLATFORM_CERT_PATHS".into(),
+            dir.path().join("pub.pem").display().to_string(),
+        ));
+        let config = Config::from_vars(vars).unwrap();
+        let err = setup(
+            &config,
+            "wx8888888888888888",
+            "https://x.example",
+            loopback(),
+        )
+        .err()
+        .unwrap();
+        assert!(
+            format!("{err:#}").contains("WECHATPAY_PLATFORM_CERT_PATHS"),
+            "{err:#}"
+        );
+    }
+
+    #[tokio::test]
+    async fn without_a_merchant_payments_are_disabled_and_nothing_is_sent() {
+        let config = Config::from_vars([
+            ("WECHAT_APPID".to_string(), "wx8888888888888888".to_string()),
+            ("WECHAT_SECRET".to_string(), "s".to_string()),
+        ])
+        .unwrap();
+        let (pay, _) = setup(
+            &config,
+            "wx8888888888888888",
+            "http://127.0.0.1:8080",
+            loopback(),
+        )
+        .unwrap();
+        assert!(!pay.enabled());
+        let err = pay.query_order("CT123456").await.unwrap_err();
+        assert_eq!(err.code(), Some("PAYMENTS_DISABLED"));
+        assert!(!err.outcome_unknown());
+        assert!(matches!(
+            pay.parse_notification(&NotifyHeaders::default(), b"{}", 0),
+            Err(NotifyError::UnknownSerial(_))
+        ));
+        assert_eq!(pay.request_payment("wx1").pay_sign, "");
+    }
+
+    #[test]
+    fn times_are_china_time_and_texts_clip_at_character_boundaries() {
+        let t = DateTime::parse_from_rfc3339("2024-05-20T05:29:35Z")
+            .unwrap()
+            .to_utc();
+        assert_eq!(wechat_time(t), "2024-05-20T13:29:35+08:00");
+        assert_eq!(clip_bytes("高等数学", 7), "高等");
+        assert_eq!(clip_bytes("abc", 127), "abc");
+    }
 }

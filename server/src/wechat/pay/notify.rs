@@ -259,6 +259,57 @@ mod tests {
         ));
     }
 
+    /// Throughput of `parse` (signature check + decryption + mapping) on one core; a measurement, not a check.
+    /// `cargo test -p campus-trade --lib wechat::pay::notify::tests::parse_throughput -- --ignored --nocapture`
+    #[test]
+    #[ignore = "a measurement; run by hand"]
+    fn parse_throughput() {
+        let key = sign::private_key_from_pem(sign::tests::TV1_PRIVATE).unwrap();
+        let mut keys = PlatformKeys::default();
+        keys.add_public_key(
+            "PUB_KEY_ID_0000000000000000000000000000000042",
+            key.to_public_key(),
+        );
+        let apiv3 = ApiV3Key::random();
+        let plain = r#"{"appid":"wx5a4db0c0ffee0001","mchid":"1900000109","out_trade_no":"CT1234567890","transaction_id":"4200002024010112345678901234","trade_type":"JSAPI","trade_state":"SUCCESS","trade_state_desc":"支付成功","bank_type":"OTHERS","attach":"","success_time":"2024-01-01T12:00:00+08:00","payer":{"openid":"oBuyer0000000000000000000001"},"amount":{"total":2350,"payer_total":2350,"currency":"CNY","payer_currency":"CNY"}}"#;
+        let ct = apiv3.encrypt("abcdefghijkl", "transaction", plain.as_bytes());
+        let body = serde_json::json!({
+            "id": "n-1", "create_time": "2024-01-01T12:00:00+08:00", "resource_type": "encrypt-resource",
+            "event_type": "TRANSACTION.SUCCESS", "summary": "支付成功",
+            "resource": {"original_type": "transaction", "algorithm": ALGORITHM, "ciphertext": ct,
+                         "associated_data": "transaction", "nonce": "abcdefghijkl"}
+        })
+        .to_string();
+        let now = 1_700_000_000;
+        let started = std::time::Instant::now();
+        let signs = 50;
+        let mut sig = String::new();
+        for _ in 0..signs {
+            sig = sign::sign(
+                &key,
+                &sign::response_message(&now.to_string(), "n", body.as_bytes()),
+            )
+            .unwrap();
+        }
+        let sign_rate = f64::from(signs) / started.elapsed().as_secs_f64();
+        let headers = NotifyHeaders {
+            timestamp: Some(now.to_string()),
+            nonce: Some("n".into()),
+            signature: Some(sig),
+            serial: Some("PUB_KEY_ID_0000000000000000000000000000000042".into()),
+        };
+        let decrypt = |n: &str, aad: &str, ct: &str| apiv3.decrypt(n, aad, ct);
+        let n = 2_000;
+        let started = std::time::Instant::now();
+        for _ in 0..n {
+            parse(&keys, &decrypt, &headers, body.as_bytes(), now).unwrap();
+        }
+        let rate = f64::from(n) / started.elapsed().as_secs_f64();
+        println!(
+            "parse_notification: {rate:.0}/s on one core; RSA-2048 signing (the sender's side): {sign_rate:.0}/s"
+        );
+    }
+
     /// Fresh keys: a signed, encrypted refund notification maps `refund_status` and `amount.refund`; a transfer
     /// notification maps the bill; garbage after a valid signature is Malformed.
     #[test]

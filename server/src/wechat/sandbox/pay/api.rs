@@ -591,10 +591,10 @@ impl PaySandbox {
                     && a.iter().all(|i| {
                         i.get("info_type")
                             .and_then(Value::as_str)
-                            .is_some_and(|t| !t.is_empty())
+                            .is_some_and(|t| (1..=15).contains(&t.chars().count()))
                             && i.get("info_content")
                                 .and_then(Value::as_str)
-                                .is_some_and(|c| !c.is_empty())
+                                .is_some_and(|c| (1..=32).contains(&c.chars().count()))
                     })
             });
         if !infos_ok {

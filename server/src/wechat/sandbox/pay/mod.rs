@@ -270,6 +270,56 @@ impl PaySandbox {
     }
 }
 
+impl PaySandbox {
+    /// A genuine `TRANSACTION.SUCCESS` notification (headers and raw body, signed now and encrypted as WeChat
+    /// would) for a payment of `total_fen` by `payer_openid`, without sending it or touching the sandbox's orders.
+    /// For tests and benchmarks of a notification handler.
+    pub fn signed_payment_notification(
+        &self,
+        out_trade_no: &str,
+        total_fen: i64,
+        payer_openid: &str,
+    ) -> (crate::wechat::pay::NotifyHeaders, Vec<u8>) {
+        let trade = store::Trade {
+            out_trade_no: out_trade_no.to_string(),
+            appid: self.appid.clone(),
+            mchid: SANDBOX_MCHID.into(),
+            description: String::new(),
+            total: total_fen,
+            openid: payer_openid.to_string(),
+            notify_url: self.default_notify_url.clone(),
+            time_expire: None,
+            expire_at: None,
+            prepay_id: String::new(),
+            state: "SUCCESS".into(),
+            transaction_id: Some(format!("4200{}", digits(24))),
+            success_time: Some(wx_now()),
+            refunded: 0,
+            create_time: wx_now(),
+        };
+        let (_, body) = delivery::envelope(
+            &delivery::Plain::transaction(&trade, None),
+            &self.keys.apiv3,
+        );
+        let headers = self.signature_headers(self.notification_key(), body.as_bytes());
+        let get = |name: &str| {
+            headers
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.clone())
+        };
+        (
+            crate::wechat::pay::NotifyHeaders {
+                timestamp: get("Wechatpay-Timestamp"),
+                nonce: get("Wechatpay-Nonce"),
+                signature: get("Wechatpay-Signature"),
+                serial: get("Wechatpay-Serial"),
+            },
+            body.into_bytes(),
+        )
+    }
+}
+
 /// Unix milliseconds now.
 fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
