@@ -191,6 +191,13 @@ pub async fn create(state: &AppState, buyer_id: i64, input: NewOrder) -> AppResu
         Some(offer) => cards::accepted_offer_price(&txn, offer, l.id, buyer_id).await?,
         None => l.price,
     };
+    if input.payment_method == PaymentMethod::WechatPay && amount >= payments::MAX_WECHAT_PAY_FEN {
+        return Err(AppError::unprocessable(
+            "amount_too_large_for_wechat_pay",
+            "WeChat Pay orders must be under 2,000 yuan (the seller's payout would need their real name); \
+             choose offline payment",
+        ));
+    }
     let (status, expires_at) = match input.payment_method {
         PaymentMethod::WechatPay => (
             OrderStatus::PendingPayment,

@@ -13,6 +13,10 @@ pub mod shipping;
 
 use crate::{error::AppError, wechat::pay::PayError};
 
+/// WeChat Pay orders must stay below this (fen): merchant transfers of 2,000 yuan or more need the payee's
+/// encrypted real name, which the client does not send, so a dearer payout could never be made.
+pub const MAX_WECHAT_PAY_FEN: i64 = 200_000;
+
 /// The answer a student gets when a WeChat Pay call failed (details go to the log only).
 pub fn pay_error(what: &str, e: &PayError) -> AppError {
     tracing::warn!(error = %e, "WeChat Pay call failed: {what}");

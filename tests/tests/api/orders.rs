@@ -307,6 +307,14 @@ app_test!(
         assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
         assert!(b["fields"]["meetup_point_id"].is_string());
 
+        // A payout of 2,000 yuan or more would need the seller's real name: such items sell offline.
+        let dear = publish(&app, &seller, &d, "笔记本电脑", 200_000).await;
+        let (s, b) = buy(&app, &buyer, dear, "wechat_pay").await;
+        assert_eq!((s, b["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("amount_too_large_for_wechat_pay")));
+        assert_eq!(listing_status(&app, dear, &buyer).await, "on_sale");
+        let (s, o) = buy(&app, &buyer, dear, "offline").await;
+        assert_eq!(s, StatusCode::OK, "{o}");
+
         let (s, _, _) = app
             .send(Method::PUT, &format!("/api/v1/users/{}/block", buyer.id), Some(&seller.token), None)
             .await;
@@ -314,7 +322,7 @@ app_test!(
         let (s, b) = buy(&app, &buyer, listing, "wechat_pay").await;
         assert_eq!((s, b["code"].as_str()), (StatusCode::FORBIDDEN, Some("blocked_by_seller")));
         assert_eq!(listing_status(&app, listing, &buyer).await, "on_sale", "nothing was reserved");
-        let (s, _) = app.get("/api/v1/orders/1", Some(&buyer.token)).await;
+        let (s, _) = app.get("/api/v1/orders/999999", Some(&buyer.token)).await;
         assert_eq!(s, StatusCode::NOT_FOUND);
     }
 );
