@@ -48,6 +48,46 @@ pub enum WechatMode {
     Real { appid: String, secret: Secret },
 }
 
+/// Who WeChat Pay is, decided at start-up from `WECHATPAY_*` (see `docs/wechat-pay.md`).
+#[derive(Debug, Clone)]
+pub enum PaySettings {
+    /// No `WECHATPAY_MCHID` in sandbox mode: the built-in fake WeChat Pay under `/sandbox/wechatpay` with its own
+    /// generated keys.
+    Sandbox,
+    /// No `WECHATPAY_MCHID` with the real WeChat: payments are switched off (start-up logs a warning, and
+    /// `WechatPay::enabled()` is false).
+    Disabled,
+    /// A real merchant (or a fake one at `WECHATPAY_API_BASE`).
+    Merchant(MerchantSettings),
+}
+
+/// A direct merchant's credentials. The files are read (and their keys checked) when the service starts.
+#[derive(Debug, Clone)]
+pub struct MerchantSettings {
+    pub mchid: String,
+    /// PKCS#8 PEM `apiclient_key.pem`.
+    pub merchant_key_path: PathBuf,
+    /// Serial of the merchant API certificate (hex), sent as `serial_no`.
+    pub merchant_serial: String,
+    /// Exactly 32 bytes.
+    pub apiv3_key: Secret,
+    /// Public-key mode: the WeChat Pay public key file and its id (`PUB_KEY_ID_…`).
+    pub public_key: Option<(PathBuf, String)>,
+    /// Certificate mode: platform certificate files (serials are read from the certificates).
+    pub platform_cert_paths: Vec<PathBuf>,
+}
+
+/// How the sandbox's fake WeChat Pay signs (`SANDBOX_WECHATPAY_MODE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SandboxPayMode {
+    /// Signs with a WeChat Pay public key (`PUB_KEY_ID_…`), as merchants opened since 2024 see.
+    PublicKey,
+    /// Signs with a self-signed platform certificate (hex serial), the legacy mode.
+    Certificate,
+    /// Both configured: responses follow the request's `Wechatpay-Serial`, notifications pick either at random.
+    Migration,
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub bind: SocketAddr,
@@ -91,6 +131,41 @@ pub struct Config {
     pub saved_search_interval: Duration,
     /// Lifetime of an operator session (sliding, like students').
     pub operator_session_ttl: Duration,
+    /// WeChat Pay: sandbox, disabled, or a merchant.
+    pub pay: PaySettings,
+    /// Base URL of WeChat Pay API v3; `None` means the real one, or the sandbox's in sandbox mode.
+    pub wechatpay_api_base: Option<String>,
+    /// How long one WeChat Pay call may take before its outcome counts as unknown.
+    pub wechatpay_timeout: Duration,
+    /// `transfer_scene_id` of payouts to sellers (must be approved in the merchant platform).
+    pub wechatpay_transfer_scene_id: String,
+    /// `transfer_scene_report_infos` sent with every payout: `(info_type, info_content)` pairs.
+    pub wechatpay_transfer_report_infos: Vec<(String, String)>,
+    /// Sandbox only: which key mode the fake WeChat Pay signs in.
+    pub sandbox_wechatpay_mode: SandboxPayMode,
+    /// Sandbox only: how many times faster than WeChat's the notification retry schedule (and refund
+    /// processing) runs.
+    pub sandbox_wechatpay_time_scale: u32,
+    /// Orders and payments: deadlines, auto-completion, the platform fee, sweep cadence.
+    pub orders: OrderSettings,
+}
+
+/// Settings of orders and payments (read through `orders::settings`, so operator site settings can override
+/// them later).
+#[derive(Debug, Clone)]
+pub struct OrderSettings {
+    /// How long a WeChat Pay order waits for payment before it is closed (`ORDER_PAYMENT_TIMEOUT_MINUTES`).
+    pub payment_timeout: Duration,
+    /// A paid order nobody completed, refunded or disputed completes by itself after this long
+    /// (`ORDER_AUTO_COMPLETE_DAYS`).
+    pub auto_complete_after: Duration,
+    /// The platform's fee in basis points of what the seller is paid out (`PLATFORM_FEE_BPS`, 0 = none).
+    pub platform_fee_bps: u32,
+    /// How often the order and payment sweeps run (`ORDER_SWEEP_INTERVAL_SECONDS`).
+    pub sweep_interval: Duration,
+    /// How long after a prepay (or the last query) without a payment notification the sweep asks WeChat
+    /// (`PAYMENT_QUERY_AFTER_SECONDS`).
+    pub payment_query_after: Duration,
 }
 
 /// Where a setting's raw text comes from: the environment first, then the optional TOML file.
@@ -254,6 +329,51 @@ impl Config {
         if !(1..=720).contains(&operator_session_hours) {
             bail!("OPERATOR_SESSION_TTL_HOURS must be between 1 and 720");
         }
+        let pay = pay_settings(src, &wechat, public_base_url.as_deref())?;
+        let wechatpay_api_base = src
+            .get("WECHATPAY_API_BASE")
+            .map(|u| u.trim_end_matches('/').to_string());
+        if let Some(url) = &wechatpay_api_base
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            bail!("WECHATPAY_API_BASE must start with http:// or https://");
+        }
+        let wechatpay_timeout_ms: u64 = src.parse("WECHATPAY_TIMEOUT_MS", 10_000)?;
+        if !(100..=60_000).contains(&wechatpay_timeout_ms) {
+            bail!("WECHATPAY_TIMEOUT_MS must be between 100 and 60000");
+        }
+        let wechatpay_transfer_scene_id = src
+            .get("WECHATPAY_TRANSFER_SCENE_ID")
+            .unwrap_or_else(|| "1005".into());
+        if wechatpay_transfer_scene_id.len() > 36
+            || !wechatpay_transfer_scene_id
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+        {
+            bail!(
+                "WECHATPAY_TRANSFER_SCENE_ID must be the digits of an approved transfer scene (e.g. 1005)"
+            );
+        }
+        let wechatpay_transfer_report_infos = match src.get("WECHATPAY_TRANSFER_REPORT_INFOS") {
+            None => vec![
+                ("岗位类型".to_string(), "校园二手交易卖家".to_string()),
+                ("报酬说明".to_string(), "二手商品成交货款".to_string()),
+            ],
+            Some(raw) => parse_report_infos(&raw)?,
+        };
+        let sandbox_wechatpay_mode = match src.get("SANDBOX_WECHATPAY_MODE").as_deref() {
+            None | Some("public_key") => SandboxPayMode::PublicKey,
+            Some("certificate") => SandboxPayMode::Certificate,
+            Some("migration") => SandboxPayMode::Migration,
+            Some(other) => bail!(
+                "SANDBOX_WECHATPAY_MODE={other:?} must be public_key, certificate or migration"
+            ),
+        };
+        let sandbox_wechatpay_time_scale: u32 = src.parse("SANDBOX_WECHATPAY_TIME_SCALE", 15)?;
+        if !(1..=1_000_000).contains(&sandbox_wechatpay_time_scale) {
+            bail!("SANDBOX_WECHATPAY_TIME_SCALE must be between 1 and 1000000");
+        }
+
         let max_connections = if database_url.starts_with("sqlite:") {
             8
         } else {
@@ -286,6 +406,14 @@ impl Config {
             search_suggest_refresh: Duration::from_secs(search_suggest_refresh_seconds),
             saved_search_interval: Duration::from_secs(saved_search_interval_seconds),
             operator_session_ttl: Duration::from_secs(operator_session_hours * 3600),
+            orders: order_settings(src)?,
+            pay,
+            wechatpay_api_base,
+            wechatpay_timeout: Duration::from_millis(wechatpay_timeout_ms),
+            wechatpay_transfer_scene_id,
+            wechatpay_transfer_report_infos,
+            sandbox_wechatpay_mode,
+            sandbox_wechatpay_time_scale,
         })
     }
 
@@ -296,6 +424,180 @@ impl Config {
     pub fn is_sandbox(&self) -> bool {
         matches!(self.wechat, WechatMode::Sandbox)
     }
+}
+
+/// A duration given as a (possibly fractional) number of `unit_secs`-second units, within `min..=max` units.
+fn fractional(
+    src: &Source,
+    name: &str,
+    default: f64,
+    unit_secs: f64,
+    (min, max): (f64, f64),
+) -> anyhow::Result<Duration> {
+    let v: f64 = src.parse(name, default)?;
+    if !(v.is_finite() && (min..=max).contains(&v)) {
+        bail!("{name} must be between {min} and {max}");
+    }
+    Ok(Duration::from_secs_f64(v * unit_secs))
+}
+
+fn order_settings(src: &Source) -> anyhow::Result<OrderSettings> {
+    let platform_fee_bps: u32 = src.parse("PLATFORM_FEE_BPS", 0)?;
+    if platform_fee_bps > 5000 {
+        bail!("PLATFORM_FEE_BPS must be between 0 and 5000 (50%)");
+    }
+    let sweep_seconds: u64 = src.parse("ORDER_SWEEP_INTERVAL_SECONDS", 15)?;
+    if !(1..=3600).contains(&sweep_seconds) {
+        bail!("ORDER_SWEEP_INTERVAL_SECONDS must be between 1 and 3600");
+    }
+    let query_after: u64 = src.parse("PAYMENT_QUERY_AFTER_SECONDS", 60)?;
+    if !(1..=3600).contains(&query_after) {
+        bail!("PAYMENT_QUERY_AFTER_SECONDS must be between 1 and 3600");
+    }
+    Ok(OrderSettings {
+        // Fractional minutes and days are accepted so tests and demos can use short timers.
+        payment_timeout: fractional(
+            src,
+            "ORDER_PAYMENT_TIMEOUT_MINUTES",
+            15.0,
+            60.0,
+            (0.01, 1440.0),
+        )?,
+        auto_complete_after: fractional(
+            src,
+            "ORDER_AUTO_COMPLETE_DAYS",
+            7.0,
+            86_400.0,
+            (0.00001, 90.0),
+        )?,
+        platform_fee_bps,
+        sweep_interval: Duration::from_secs(sweep_seconds),
+        payment_query_after: Duration::from_secs(query_after),
+    })
+}
+
+/// The `WECHATPAY_*` credentials: all of them with `WECHATPAY_MCHID`, none of them without it.
+fn pay_settings(
+    src: &Source,
+    wechat: &WechatMode,
+    public_base_url: Option<&str>,
+) -> anyhow::Result<PaySettings> {
+    const CREDENTIALS: [&str; 6] = [
+        "WECHATPAY_MERCHANT_KEY_PATH",
+        "WECHATPAY_MERCHANT_SERIAL",
+        "WECHATPAY_APIV3_KEY",
+        "WECHATPAY_PUBLIC_KEY_PATH",
+        "WECHATPAY_PUBLIC_KEY_ID",
+        "WECHATPAY_PLATFORM_CERT_PATHS",
+    ];
+    let Some(mchid) = src.get("WECHATPAY_MCHID") else {
+        if let Some(set) = CREDENTIALS.iter().find(|n| src.get(n).is_some()) {
+            bail!(
+                "{set} is set but WECHATPAY_MCHID is not: set WECHATPAY_MCHID too, or none of WECHATPAY_*"
+            );
+        }
+        return Ok(match wechat {
+            WechatMode::Sandbox => PaySettings::Sandbox,
+            WechatMode::Real { .. } => PaySettings::Disabled,
+        });
+    };
+    if !(mchid.len() <= 32 && !mchid.is_empty() && mchid.bytes().all(|b| b.is_ascii_digit())) {
+        bail!("WECHATPAY_MCHID must be the merchant id's digits");
+    }
+    let required = |name: &str| {
+        src.get(name).ok_or_else(|| {
+            anyhow!("WECHATPAY_MCHID is set, so {name} is required (see docs/wechat-pay.md)")
+        })
+    };
+    let merchant_key_path = PathBuf::from(required("WECHATPAY_MERCHANT_KEY_PATH")?);
+    let merchant_serial = required("WECHATPAY_MERCHANT_SERIAL")?;
+    if merchant_serial.len() > 64 || !merchant_serial.bytes().all(|b| b.is_ascii_hexdigit()) {
+        bail!("WECHATPAY_MERCHANT_SERIAL must be the hex serial of the merchant API certificate");
+    }
+    let apiv3_key = required("WECHATPAY_APIV3_KEY")?;
+    if apiv3_key.len() != 32 {
+        bail!(
+            "WECHATPAY_APIV3_KEY must be exactly 32 bytes (the APIv3 key set in the merchant platform under \
+             API安全 → APIv3密钥); the value given has {} bytes",
+            apiv3_key.len()
+        );
+    }
+    let public_key = match (
+        src.get("WECHATPAY_PUBLIC_KEY_PATH"),
+        src.get("WECHATPAY_PUBLIC_KEY_ID"),
+    ) {
+        (None, None) => None,
+        (Some(path), Some(id)) => {
+            let digits = id.strip_prefix("PUB_KEY_ID_").unwrap_or("");
+            if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_alphanumeric()) {
+                bail!(
+                    "WECHATPAY_PUBLIC_KEY_ID must look like PUB_KEY_ID_0112345678901234567890123456789012"
+                );
+            }
+            Some((PathBuf::from(path), id))
+        }
+        (Some(_), None) => {
+            bail!("WECHATPAY_PUBLIC_KEY_PATH is set but WECHATPAY_PUBLIC_KEY_ID is not")
+        }
+        (None, Some(_)) => {
+            bail!("WECHATPAY_PUBLIC_KEY_ID is set but WECHATPAY_PUBLIC_KEY_PATH is not")
+        }
+    };
+    let platform_cert_paths: Vec<PathBuf> = src
+        .get("WECHATPAY_PLATFORM_CERT_PATHS")
+        .map(|v| {
+            v.split(',')
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+                .map(PathBuf::from)
+                .collect()
+        })
+        .unwrap_or_default();
+    if public_key.is_none() && platform_cert_paths.is_empty() {
+        bail!(
+            "WECHATPAY_MCHID is set but no WeChat Pay verification key is: set WECHATPAY_PUBLIC_KEY_PATH and \
+             WECHATPAY_PUBLIC_KEY_ID (public-key mode) and/or WECHATPAY_PLATFORM_CERT_PATHS (certificate mode)"
+        );
+    }
+    if public_base_url.is_none() {
+        bail!(
+            "WECHATPAY_MCHID is set but PUBLIC_BASE_URL is not: WeChat Pay sends notifications to \
+             PUBLIC_BASE_URL/api/v1/payments/wechat/notify, which must be a public https URL"
+        );
+    }
+    Ok(PaySettings::Merchant(MerchantSettings {
+        mchid,
+        merchant_key_path,
+        merchant_serial,
+        apiv3_key: Secret::new(apiv3_key),
+        public_key,
+        platform_cert_paths,
+    }))
+}
+
+/// `type:content|type:content` → pairs.
+fn parse_report_infos(raw: &str) -> anyhow::Result<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    for item in raw.split('|').map(str::trim).filter(|i| !i.is_empty()) {
+        let Some((t, c)) = item.split_once(':') else {
+            bail!(
+                "WECHATPAY_TRANSFER_REPORT_INFOS must be info_type:info_content pairs separated by |"
+            );
+        };
+        let (t, c) = (t.trim(), c.trim());
+        // WeChat's limits: info_type at most 15 characters, info_content at most 32.
+        if t.is_empty() || c.is_empty() || t.chars().count() > 15 || c.chars().count() > 32 {
+            bail!(
+                "WECHATPAY_TRANSFER_REPORT_INFOS: every info_type (at most 15 characters) needs an info_content \
+                 (at most 32 characters)"
+            );
+        }
+        out.push((t.to_string(), c.to_string()));
+    }
+    if out.is_empty() {
+        bail!("WECHATPAY_TRANSFER_REPORT_INFOS is empty; unset it to use the defaults");
+    }
+    Ok(out)
 }
 
 fn read_toml(path: &str) -> anyhow::Result<HashMap<String, String>> {
@@ -457,6 +759,138 @@ mod tests {
             let err = Config::from_vars(vars(&[(name, bad)])).unwrap_err();
             assert!(err.to_string().contains(name), "{err}");
         }
+    }
+
+    #[test]
+    fn order_settings_have_defaults_and_bounds() {
+        let c = Config::from_vars(vars(&[])).unwrap().orders;
+        assert_eq!(c.payment_timeout, Duration::from_secs(15 * 60));
+        assert_eq!(c.auto_complete_after, Duration::from_secs(7 * 86_400));
+        assert_eq!(c.platform_fee_bps, 0);
+        let c = Config::from_vars(vars(&[
+            ("ORDER_PAYMENT_TIMEOUT_MINUTES", "0.05"),
+            ("PLATFORM_FEE_BPS", "250"),
+        ]))
+        .unwrap()
+        .orders;
+        assert_eq!(c.payment_timeout, Duration::from_secs(3));
+        assert_eq!(c.platform_fee_bps, 250);
+        for (name, bad) in [
+            ("ORDER_PAYMENT_TIMEOUT_MINUTES", "0"),
+            ("ORDER_AUTO_COMPLETE_DAYS", "NaN"),
+            ("PLATFORM_FEE_BPS", "10000"),
+            ("ORDER_SWEEP_INTERVAL_SECONDS", "0"),
+        ] {
+            let err = Config::from_vars(vars(&[(name, bad)])).unwrap_err();
+            assert!(err.to_string().contains(name), "{name}: {err}");
+        }
+    }
+
+    #[test]
+    fn wechat_pay_is_sandbox_disabled_or_a_complete_merchant() {
+        assert!(matches!(
+            Config::from_vars(vars(&[])).unwrap().pay,
+            PaySettings::Sandbox
+        ));
+        let real = [("WECHAT_APPID", "wx123"), ("WECHAT_SECRET", "s")];
+        assert!(matches!(
+            Config::from_vars(vars(&real)).unwrap().pay,
+            PaySettings::Disabled
+        ));
+
+        let mut merchant = real.to_vec();
+        merchant.extend([
+            ("PUBLIC_BASE_URL", "https://market.example.edu"),
+            ("WECHATPAY_MCHID", "1900000109"),
+            ("WECHATPAY_MERCHANT_KEY_PATH", "/etc/ct/apiclient_key.pem"),
+            (
+                "WECHATPAY_MERCHANT_SERIAL",
+                "5F1C72E2A8931B72A2E13AF8DEE92471EB397115",
+            ),
+            ("WECHATPAY_APIV3_KEY", "a7cde1ZJB1kG2e7VfTs3jQzaWizur8Gb"),
+            ("WECHATPAY_PUBLIC_KEY_PATH", "/etc/ct/pub_key.pem"),
+            (
+                "WECHATPAY_PUBLIC_KEY_ID",
+                "PUB_KEY_ID_0000000000000024101100397200000006",
+            ),
+            (
+                "WECHATPAY_PLATFORM_CERT_PATHS",
+                "/etc/ct/a.pem, /etc/ct/b.pem",
+            ),
+        ]);
+        let c = Config::from_vars(vars(&merchant)).unwrap();
+        let PaySettings::Merchant(m) = &c.pay else {
+            panic!("merchant expected")
+        };
+        assert_eq!(m.platform_cert_paths.len(), 2);
+        assert!(m.public_key.is_some());
+        assert!(
+            !format!("{c:?}").contains("a7cde1ZJB1kG2e7VfTs3jQzaWizur8Gb"),
+            "the APIv3 key never prints"
+        );
+
+        let with = |name: &str, value: &str| {
+            let mut v: Vec<(&str, &str)> = merchant
+                .iter()
+                .copied()
+                .filter(|(k, _)| *k != name)
+                .collect();
+            if !value.is_empty() {
+                v.push((name, value));
+            }
+            Config::from_vars(vars(&v))
+                .map(|_| ())
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(with("WECHATPAY_APIV3_KEY", "too-short").contains("exactly 32 bytes"));
+        assert!(with("WECHATPAY_MERCHANT_KEY_PATH", "").contains("WECHATPAY_MERCHANT_KEY_PATH"));
+        assert!(with("WECHATPAY_PUBLIC_KEY_ID", "").contains("WECHATPAY_PUBLIC_KEY_ID"));
+        assert!(with("WECHATPAY_PUBLIC_KEY_ID", "12345").contains("PUB_KEY_ID_"));
+        assert!(with("PUBLIC_BASE_URL", "").contains("PUBLIC_BASE_URL"));
+        assert!(with("WECHATPAY_MCHID", "abc").contains("WECHATPAY_MCHID"));
+        let mut no_keys = merchant.clone();
+        no_keys.retain(|(k, _)| {
+            !k.starts_with("WECHATPAY_PUBLIC") && *k != "WECHATPAY_PLATFORM_CERT_PATHS"
+        });
+        let err = Config::from_vars(vars(&no_keys)).unwrap_err().to_string();
+        assert!(err.contains("WECHATPAY_PLATFORM_CERT_PATHS"));
+        // Credentials without a merchant id are a mistake, not silently ignored.
+        let err = Config::from_vars(vars(&[("WECHATPAY_APIV3_KEY", "x")])).unwrap_err();
+        assert!(err.to_string().contains("WECHATPAY_MCHID"));
+    }
+
+    #[test]
+    fn sandbox_pay_settings_have_defaults_and_bounds() {
+        let c = Config::from_vars(vars(&[])).unwrap();
+        assert_eq!(c.sandbox_wechatpay_mode, SandboxPayMode::PublicKey);
+        assert_eq!(c.sandbox_wechatpay_time_scale, 15);
+        assert_eq!(c.wechatpay_transfer_scene_id, "1005");
+        assert_eq!(c.wechatpay_transfer_report_infos.len(), 2);
+        let c = Config::from_vars(vars(&[
+            ("SANDBOX_WECHATPAY_MODE", "certificate"),
+            (
+                "WECHATPAY_TRANSFER_REPORT_INFOS",
+                "活动名称:期末清仓|奖励说明:货款",
+            ),
+        ]))
+        .unwrap();
+        assert_eq!(c.sandbox_wechatpay_mode, SandboxPayMode::Certificate);
+        assert_eq!(c.wechatpay_transfer_report_infos[1].0, "奖励说明");
+        assert!(Config::from_vars(vars(&[("SANDBOX_WECHATPAY_MODE", "x")])).is_err());
+        assert!(Config::from_vars(vars(&[("SANDBOX_WECHATPAY_TIME_SCALE", "0")])).is_err());
+        assert!(
+            Config::from_vars(vars(&[("WECHATPAY_TRANSFER_REPORT_INFOS", "nocolon")])).is_err()
+        );
+        let too_long = format!("{}:x", "类".repeat(16));
+        assert!(
+            Config::from_vars(vars(&[(
+                "WECHATPAY_TRANSFER_REPORT_INFOS",
+                too_long.as_str()
+            )]))
+            .is_err(),
+            "info_type is at most 15 characters"
+        );
     }
 
     #[test]

@@ -92,6 +92,43 @@ pub fn spawn(state: AppState) -> JoinHandle<()> {
             "index listings missing from search",
             |s| async move { crate::search::backfill_job(&s).await },
         ),
+        // Orders and payments: deadlines, overdue notifications, auto-completion, refunds, payouts, shipping.
+        every(
+            &state,
+            state.config.orders.sweep_interval,
+            "expire unpaid orders",
+            |s| async move { crate::orders::service::expire_due(&s).await },
+        ),
+        every(
+            &state,
+            state.config.orders.sweep_interval,
+            "query overdue payments",
+            |s| async move { crate::payments::service::query_overdue(&s).await },
+        ),
+        every(
+            &state,
+            state.config.orders.sweep_interval,
+            "auto-complete paid orders",
+            |s| async move { crate::orders::service::auto_complete_due(&s).await },
+        ),
+        every(
+            &state,
+            state.config.orders.sweep_interval,
+            "retry refunds",
+            |s| async move { crate::payments::refunds::retry_due(&s).await },
+        ),
+        every(
+            &state,
+            state.config.orders.sweep_interval,
+            "reconcile payouts",
+            |s| async move { crate::payments::payouts::reconcile_due(&s).await },
+        ),
+        every(
+            &state,
+            state.config.orders.sweep_interval,
+            "retry shipping uploads",
+            |s| async move { crate::payments::shipping::retry_due(&s).await },
+        ),
     ];
     tokio::spawn(async move {
         let _jobs = jobs;

@@ -1,8 +1,9 @@
 //! campus_trade: the second-hand market of a university campus.
 //!
 //! This crate is the whole service: the student API under `/api/v1`, the operator API under `/admin/api/v1`,
-//! the built-in WeChat sandbox under `/sandbox/wechat` (sandbox mode only), WeChat's message push at
-//! `/wechat/push`, uploaded media under `/media`, and health probes. [`App::build`] wires it from a [`Config`]; the
+//! the built-in WeChat sandbox under `/sandbox/wechat` and `/sandbox/wechatpay` (sandbox mode only), WeChat's
+//! message push at `/wechat/push`, uploaded media under `/media`, and health probes. [`App::build`] wires it
+//! from a [`Config`]; the
 //! binary and the black-box tests both start the service through [`App`].
 //! `docs/architecture.md` explains how the pieces fit.
 
@@ -20,6 +21,8 @@ pub mod kv;
 pub mod listings;
 pub mod moderation;
 pub mod notifications;
+pub mod orders;
+pub mod payments;
 pub mod search;
 pub mod settings;
 pub mod state;
@@ -65,6 +68,7 @@ pub type StudentApis = (
     users::blocks::BlocksApi,
     notifications::api::NotificationsApi,
     search::api::SearchApi,
+    orders::api::OrdersApi,
 );
 
 fn student_apis() -> StudentApis {
@@ -80,6 +84,7 @@ fn student_apis() -> StudentApis {
         users::blocks::BlocksApi,
         notifications::api::NotificationsApi,
         search::api::SearchApi,
+        orders::api::OrdersApi,
     )
 }
 
@@ -243,6 +248,9 @@ impl App {
             }
         };
 
+        let (pay, pay_sandbox) =
+            wechat::pay::setup(&config, wechat.appid(), &public_base_url, loopback)?;
+
         let media_dir = config.data_dir.join("media");
         let storage = storage::LocalStorage::new(&media_dir)
             .with_context(|| format!("creating the media folder {}", media_dir.display()))?;
@@ -258,9 +266,10 @@ impl App {
             catalogue: Default::default(),
             views: Default::default(),
             storage: Arc::new(storage),
-            pay: wechat::pay::WechatPay::skeleton(),
             search: Default::default(),
             settings: Default::default(),
+            pay,
+            pay_sandbox,
         });
         // Load the segmentation dictionary now, off the async threads, not in the first search.
         tokio::task::spawn_blocking(search::segment::warm_up);
@@ -288,11 +297,23 @@ impl App {
                 "/wechat/push",
                 poem::get(moderation::push::verify_url).post(moderation::push::receive),
             )
-            .at("/media/*key", poem::get(images::api::serve_media));
+            .at("/media/*key", poem::get(images::api::serve_media))
+            // WeChat Pay's notifications need the raw body and headers: a plain handler beside the OpenAPI
+            // service (the router prefers this exact path to the `/api` nest).
+            .at(
+                "/api/v1/payments/wechat/notify",
+                poem::post(payments::notify::wechat_notify),
+            );
         if let Some(sandbox) = &state.sandbox {
             route = route.nest(
                 "/sandbox/wechat",
                 wechat::sandbox::routes(Arc::clone(sandbox)),
+            );
+        }
+        if let Some(pay_sandbox) = &state.pay_sandbox {
+            route = route.nest(
+                "/sandbox/wechatpay",
+                wechat::sandbox::pay::routes(Arc::clone(pay_sandbox)),
             );
         }
         route
@@ -312,6 +333,8 @@ impl App {
     ) -> anyhow::Result<()> {
         let state = self.state.clone();
         let jobs = jobs::spawn(state.clone());
+        // The sandbox's WeChat Pay notifications (resumed from DATA_DIR after a restart).
+        let pay_sandbox = state.pay_sandbox.as_ref().map(|p| p.start());
         tracing::info!(addr = %self.local_addr, public_base_url = %state.public_base_url, "campus_trade listening");
         let grace = state.config.shutdown_grace;
         poem::Server::new_with_acceptor(self.acceptor)
@@ -319,6 +342,9 @@ impl App {
             .await
             .context("serving HTTP")?;
         jobs.abort();
+        if let Some(task) = pay_sandbox {
+            task.abort();
+        }
         // Buffered view counts are written before the pool closes.
         if let Err(e) = state.views.flush(&state.db).await {
             tracing::warn!(error = %e, "could not write the last view counts");

@@ -38,6 +38,8 @@ pub struct Inner {
     pub search: crate::search::SearchState,
     /// Site settings operators change at run time, cached (read them with `crate::settings::current`).
     pub settings: crate::settings::SettingsCache,
+    /// The fake WeChat Pay under `/sandbox/wechatpay`, present when WeChat Pay is the sandbox.
+    pub pay_sandbox: Option<Arc<crate::wechat::sandbox::pay::PaySandbox>>,
 }
 
 impl AppState {

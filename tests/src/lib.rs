@@ -65,8 +65,30 @@ pub struct TestApp {
     pub http: reqwest::Client,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    /// The settings it was started with (a restart reuses them).
+    vars: Vec<(String, String)>,
     _cleanup: Cleanup,
     _dir: tempfile::TempDir,
+}
+
+type Running = (
+    String,
+    AppState,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<anyhow::Result<()>>,
+);
+
+/// Builds and starts the application from `vars`.
+async fn boot(vars: Vec<(String, String)>) -> anyhow::Result<Running> {
+    let config = Config::from_vars(vars)?;
+    let app = App::build(config).await?;
+    let base = format!("http://{}", app.local_addr);
+    let state = app.state.clone();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(app.run(async move {
+        let _ = rx.await;
+    }));
+    Ok((base, state, tx, server))
 }
 
 /// A logged-in student.
@@ -123,14 +145,7 @@ impl TestApp {
             vars.retain(|(name, _)| name != k);
             vars.push((k.to_string(), v.to_string()));
         }
-        let config = Config::from_vars(vars).expect("test configuration");
-        let app = App::build(config).await.expect("application starts");
-        let base = format!("http://{}", app.local_addr);
-        let state = app.state.clone();
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(app.run(async move {
-            let _ = rx.await;
-        }));
+        let (base, state, tx, server) = boot(vars.clone()).await.expect("application starts");
         let http = reqwest::Client::builder().build().expect("client");
         Self {
             base,
@@ -138,9 +153,53 @@ impl TestApp {
             http,
             shutdown: Some(tx),
             server: Some(server),
+            vars,
             _cleanup: cleanup,
             _dir: dir,
         }
+    }
+
+    /// Stops the server gracefully and starts it again on the same port, with the same settings, data folder,
+    /// database and Redis prefix — as an operator restarting the service would. The port stays, so URLs
+    /// handed out before the restart (WeChat Pay's `notify_url`) still reach it.
+    pub async fn restart(mut self) -> TestApp {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server
+                .await
+                .expect("server task")
+                .expect("server stopped cleanly");
+        }
+        let port = self
+            .base
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse::<u16>().ok())
+            .expect("port of the base URL");
+        let mut vars = self.vars.clone();
+        vars.retain(|(k, _)| k != "BIND");
+        vars.push(("BIND".into(), format!("127.0.0.1:{port}")));
+        // The old socket may take a moment to be released.
+        let mut tries = 0;
+        let (base, state, tx, server) = loop {
+            match boot(vars.clone()).await {
+                Ok(running) => break running,
+                Err(e) if tries < 50 => {
+                    tries += 1;
+                    let _ = e;
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("application restarts on port {port}: {e:#}"),
+            }
+        };
+        self.base = base;
+        self.state = state;
+        self.shutdown = Some(tx);
+        self.server = Some(server);
+        self.vars = vars;
+        self
     }
 
     pub fn url(&self, path: &str) -> String {

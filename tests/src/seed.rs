@@ -1,5 +1,6 @@
 //! Realistic bulk data for benchmarks: campus listings with Chinese titles built from word lists, their sellers
-//! and cover images, written straight into the database in large transactions.
+//! and cover images, and WeChat Pay orders waiting for their payment notification, written straight into the
+//! database in large transactions.
 
 use anyhow::Context;
 use campus_trade::{
@@ -270,6 +271,142 @@ pub async fn seed_listings(
         listings: count,
         sellers,
     })
+}
+
+/// A WeChat Pay order seeded as prepaid and waiting for its payment notification.
+#[derive(Debug, Clone)]
+pub struct PendingOrder {
+    pub order_id: i64,
+    pub out_trade_no: String,
+    pub amount: i64,
+}
+
+/// Seeds `count` listings (as [`seed_listings`]), reserves each for one bench buyer with a `pending_payment`
+/// WeChat Pay order whose prepay was made, and returns the orders. No timer touches them during a benchmark: the
+/// deadline is a day away and the overdue-payment query is not scheduled.
+pub async fn seed_pending_orders(
+    config: &campus_trade::Config,
+    count: u64,
+) -> anyhow::Result<Vec<PendingOrder>> {
+    use campus_trade::{
+        orders::model::{OrderStatus, PaymentMethod, order},
+        payments::model::{PaymentStatus, payment},
+    };
+    let db = campus_trade::db::connect(config).await?;
+    campus_trade::db::migrate(&db).await?;
+    let first_listing = next_id(&db, "listings").await?;
+    db.close().await?;
+    seed_listings(config, count).await?;
+
+    let db = campus_trade::db::connect(config).await?;
+    let now = chrono::Utc::now();
+    let buyer = next_id(&db, "users").await?;
+    user::Entity::insert(user::ActiveModel {
+        id: Set(buyer),
+        openid: Set(format!("bench-buyer-{buyer}")),
+        unionid: Set(None),
+        nickname: Set("买家".into()),
+        avatar_url: Set(None),
+        bio: Set(String::new()),
+        school_id: Set(None),
+        campus_id: Set(None),
+        status: Set(user::Status::Active),
+        ban_reason: Set(None),
+        banned_until: Set(None),
+        verified_school_id: Set(None),
+        verified_until: Set(None),
+        created_at: Set(now),
+        updated_at: Set(now),
+        last_login_at: Set(None),
+    })
+    .exec_without_returning(&db)
+    .await?;
+    listing::Entity::update_many()
+        .col_expr(
+            listing::Column::Status,
+            sea_orm::sea_query::Expr::value(Status::Reserved),
+        )
+        .filter(listing::Column::Id.gte(first_listing))
+        .exec(&db)
+        .await?;
+    let listings = listing::Entity::find()
+        .filter(listing::Column::Id.gte(first_listing))
+        .all(&db)
+        .await?;
+    let first_order = next_id(&db, "orders").await?;
+    let mut out = Vec::with_capacity(listings.len());
+    for (c, chunk) in listings.chunks(500).enumerate() {
+        let txn = db.begin().await?;
+        let mut orders = Vec::with_capacity(chunk.len());
+        let mut payments = Vec::with_capacity(chunk.len());
+        for (k, l) in chunk.iter().enumerate() {
+            let id = first_order + (c * 500 + k) as i64;
+            let out_trade_no = format!("BENCH{id:012}");
+            orders.push(order::ActiveModel {
+                id: Set(id),
+                listing_id: Set(l.id),
+                buyer_id: Set(buyer),
+                seller_id: Set(l.seller_id),
+                title: Set(l.title.clone()),
+                amount: Set(l.price),
+                payment_method: Set(PaymentMethod::WechatPay),
+                status: Set(OrderStatus::PendingPayment),
+                offer_id: Set(None),
+                meetup_place_id: Set(None),
+                handover_code: Set(format!("{:06}", id % 1_000_000)),
+                handover_failures: Set(0),
+                handover_fail_day: Set(None),
+                expires_at: Set(Some(now + chrono::Duration::days(1))),
+                refund_reason: Set(None),
+                created_at: Set(now),
+                updated_at: Set(now),
+                paid_at: Set(None),
+                completed_at: Set(None),
+                cancelled_at: Set(None),
+                settled_at: Set(None),
+            });
+            payments.push(payment::ActiveModel {
+                order_id: Set(id),
+                out_trade_no: Set(out_trade_no.clone()),
+                amount: Set(l.price),
+                status: Set(PaymentStatus::Unpaid),
+                prepay_id: Set(Some(format!("wx{id:030}"))),
+                prepaid_at: Set(Some(now)),
+                transaction_id: Set(None),
+                payer_openid: Set(None),
+                paid_at: Set(None),
+                query_after: Set(None),
+                shipping_uploaded_at: Set(None),
+                shipping_next_at: Set(None),
+                created_at: Set(now),
+                updated_at: Set(now),
+                ..Default::default()
+            });
+            out.push(PendingOrder {
+                order_id: id,
+                out_trade_no,
+                amount: l.price,
+            });
+        }
+        order::Entity::insert_many(orders)
+            .exec_without_returning(&txn)
+            .await?;
+        payment::Entity::insert_many(payments)
+            .exec_without_returning(&txn)
+            .await?;
+        txn.commit().await?;
+    }
+    if db.get_database_backend() == DbBackend::Postgres {
+        for table in ["users", "orders"] {
+            db.execute_unprepared(&format!(
+                "SELECT setval(pg_get_serial_sequence('{table}', 'id'), (SELECT MAX(id) FROM {table}))"
+            ))
+            .await?;
+        }
+    }
+    db.execute_unprepared("ANALYZE").await?;
+    db.close().await?;
+    Ok(out)
 }
 
 /// The next free id of a table (explicit ids let listings and their cover images refer to each other in bulk).

@@ -8,6 +8,7 @@ pub mod client;
 pub mod pay;
 pub mod push;
 pub mod sandbox;
+pub mod shipping;
 
 pub use client::MiniProgram;
 

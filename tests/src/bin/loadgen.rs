@@ -4,6 +4,7 @@
 //! ```text
 //! loadgen seed-listings --count 100000          # uses DATA_DIR / DATABASE_URL like the server
 //! loadgen http --url 'http://127.0.0.1:8080/api/v1/listings/{id}' --id-max 100000 --concurrency 64 --seconds 20
+//! loadgen notify --orders 3000 --concurrency 32  # payment notifications/s, service in-process (BIND, DATA_DIR…)
 //! ```
 
 use std::{
@@ -15,7 +16,7 @@ use campus_trade_tests::bench;
 
 fn usage() -> ! {
     eprintln!(
-        "usage:\n  loadgen seed-listings --count N\n  loadgen http --url URL [--url URL ...] [--id-max N] [--concurrency C] [--seconds S] [--warmup S]\n\
+        "usage:\n  loadgen seed-listings --count N\n  loadgen notify [--orders N] [--concurrency C]\n  loadgen http --url URL [--url URL ...] [--id-max N] [--concurrency C] [--seconds S] [--warmup S]\n\
          URL may contain {{id}} (a random id in 1..=id-max)"
     );
     std::process::exit(2)
@@ -59,6 +60,16 @@ async fn main() -> anyhow::Result<()> {
                 report.sellers,
                 started.elapsed().as_secs_f64()
             );
+            Ok(())
+        }
+        "notify" => {
+            let config = campus_trade::Config::from_env()?;
+            let spec = bench::NotifySpec {
+                orders: args.get("--orders", 3000),
+                concurrency: args.get("--concurrency", 32),
+            };
+            let result = bench::run_notify_bench(config, spec).await?;
+            println!("{result}");
             Ok(())
         }
         "http" => {

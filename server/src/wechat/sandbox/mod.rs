@@ -10,8 +10,10 @@
 //! and make WeChat misbehave (expire the current access tokens).
 //!
 //! Content security (`msg_sec_check`, `media_check_async` and the `wxa_media_check` push back to the service)
-//! lives in [`security`].
+//! lives in [`security`]. The fake WeChat Pay (`/sandbox/wechatpay`, and `upload_shipping_info` here) lives in
+//! [`pay`].
 
+pub mod pay;
 mod security;
 
 use std::{
@@ -347,6 +349,10 @@ pub fn routes(sandbox: Arc<Sandbox>) -> impl poem::Endpoint {
         .at(
             "/_sandbox/media-verdicts",
             post(security::add_media_verdict),
+        )
+        .at(
+            "/wxa/sec/order/upload_shipping_info",
+            post(pay::shipping::upload_shipping_info),
         )
         .data(sandbox)
 }
