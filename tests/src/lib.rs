@@ -62,8 +62,10 @@ pub struct TestApp {
     pub http: reqwest::Client,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    /// The settings it was started with (for [`TestApp::restart`]).
+    vars: Vec<(String, String)>,
     _cleanup: Cleanup,
-    _dir: tempfile::TempDir,
+    _dir: Option<tempfile::TempDir>,
 }
 
 /// A logged-in student.
@@ -111,7 +113,11 @@ impl TestApp {
             vars.retain(|(name, _)| name != k);
             vars.push((k.to_string(), v.to_string()));
         }
-        let config = Config::from_vars(vars).expect("test configuration");
+        Self::start(vars, cleanup, dir).await
+    }
+
+    async fn start(vars: Vec<(String, String)>, cleanup: Cleanup, dir: tempfile::TempDir) -> Self {
+        let config = Config::from_vars(vars.clone()).expect("test configuration");
         let app = App::build(config).await.expect("application starts");
         let base = format!("http://{}", app.local_addr);
         let state = app.state.clone();
@@ -126,8 +132,9 @@ impl TestApp {
             http,
             shutdown: Some(tx),
             server: Some(server),
+            vars,
             _cleanup: cleanup,
-            _dir: dir,
+            _dir: Some(dir),
         }
     }
 
@@ -228,6 +235,28 @@ impl TestApp {
             id: body["user"]["id"].as_i64().expect("user id"),
             who: who.to_string(),
         }
+    }
+
+    /// Stops the server gracefully and starts a new one on the same address, data folder, database and Redis
+    /// prefix, as a deployment restarts: what was persisted (the database, `DATA_DIR`, the WeChat Pay sandbox's
+    /// pending notifications) is still there, in-memory state is not.
+    pub async fn restart(mut self) -> TestApp {
+        let addr = self.base.trim_start_matches("http://").to_string();
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server
+                .await
+                .expect("server task")
+                .expect("server stopped cleanly");
+        }
+        let mut vars = std::mem::take(&mut self.vars);
+        vars.retain(|(name, _)| name != "BIND");
+        vars.push(("BIND".into(), addr));
+        let cleanup = std::mem::take(&mut self._cleanup);
+        let dir = self._dir.take().expect("data folder");
+        Self::start(vars, cleanup, dir).await
     }
 
     /// Stops the server gracefully and waits for it to finish.
