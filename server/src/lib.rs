@@ -1,8 +1,8 @@
 //! campus_trade: the second-hand market of a university campus.
 //!
 //! This crate is the whole service: the student API under `/api/v1`, the built-in WeChat sandbox under
-//! `/sandbox/wechat` and `/sandbox/wechatpay` (sandbox mode only), WeChat's message push at `/wechat/push`, uploaded media under
-//! `/media`, and health probes. [`App::build`] wires it from a [`Config`]; the
+//! `/sandbox/wechat` and `/sandbox/wechatpay` (sandbox mode only), WeChat's message push at `/wechat/push`,
+//! uploaded media under `/media`, and health probes. [`App::build`] wires it from a [`Config`]; the
 //! binary and the black-box tests both start the service through [`App`].
 //! `docs/architecture.md` explains how the pieces fit.
 
