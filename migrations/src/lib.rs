@@ -10,6 +10,8 @@ mod m20261124_000003_moderation;
 mod m20261124_000004_listings;
 mod m20261124_000005_forum;
 mod m20261124_000006_notifications;
+mod m20261124_000009_search;
+mod m20261124_000011_price_drops;
 
 pub struct Migrator;
 
@@ -23,6 +25,8 @@ impl MigratorTrait for Migrator {
             Box::new(m20261124_000004_listings::Migration),
             Box::new(m20261124_000005_forum::Migration),
             Box::new(m20261124_000006_notifications::Migration),
+            Box::new(m20261124_000009_search::Migration),
+            Box::new(m20261124_000011_price_drops::Migration),
         ]
     }
 }

@@ -122,6 +122,12 @@ pub struct Config {
     pub image_sweep_interval: Duration,
     /// Distinct students whose open reports hide a post, comment or listing until an operator decides.
     pub report_hide_threshold: u32,
+    /// Search: how many of the newest matches the `relevance` sort ranks (and `total` counts up to).
+    pub search_rank_window: u32,
+    /// Search: how long a school's suggestion vocabulary is served before it is rebuilt.
+    pub search_suggest_refresh: Duration,
+    /// How often new listings are matched against saved searches.
+    pub saved_search_interval: Duration,
     /// WeChat Pay: sandbox, disabled, or a merchant.
     pub pay: PaySettings,
     /// Base URL of WeChat Pay API v3; `None` means the real one, or the sandbox's in sandbox mode.
@@ -283,6 +289,19 @@ impl Config {
         if report_hide_threshold == 0 {
             bail!("REPORT_HIDE_THRESHOLD must be at least 1");
         }
+        let search_rank_window: u32 = src.parse("SEARCH_RANK_WINDOW", 1000)?;
+        if !(10..=100_000).contains(&search_rank_window) {
+            bail!("SEARCH_RANK_WINDOW must be between 10 and 100000");
+        }
+        let search_suggest_refresh_seconds: u64 =
+            src.parse("SEARCH_SUGGEST_REFRESH_SECONDS", 300)?;
+        if !(1..=86_400).contains(&search_suggest_refresh_seconds) {
+            bail!("SEARCH_SUGGEST_REFRESH_SECONDS must be between 1 and 86400");
+        }
+        let saved_search_interval_seconds: u64 = src.parse("SAVED_SEARCH_INTERVAL_SECONDS", 5)?;
+        if !(1..=3_600).contains(&saved_search_interval_seconds) {
+            bail!("SAVED_SEARCH_INTERVAL_SECONDS must be between 1 and 3600");
+        }
         let pay = pay_settings(src, &wechat, public_base_url.as_deref())?;
         let wechatpay_api_base = src
             .get("WECHATPAY_API_BASE")
@@ -356,6 +375,9 @@ impl Config {
             image_uploads_per_10_minutes,
             image_sweep_interval: Duration::from_secs(image_sweep_seconds),
             report_hide_threshold,
+            search_rank_window,
+            search_suggest_refresh: Duration::from_secs(search_suggest_refresh_seconds),
+            saved_search_interval: Duration::from_secs(saved_search_interval_seconds),
             pay,
             wechatpay_api_base,
             wechatpay_timeout: Duration::from_millis(wechatpay_timeout_ms),
@@ -635,6 +657,29 @@ mod tests {
         assert_eq!(c.report_hide_threshold, 2);
         let err = Config::from_vars(vars(&[("REPORT_HIDE_THRESHOLD", "0")])).unwrap_err();
         assert!(err.to_string().contains("REPORT_HIDE_THRESHOLD"));
+    }
+
+    #[test]
+    fn search_settings_have_defaults_and_bounds() {
+        let c = Config::from_vars(vars(&[])).unwrap();
+        assert_eq!(c.search_rank_window, 1000);
+        assert_eq!(c.search_suggest_refresh, Duration::from_secs(300));
+        assert_eq!(c.saved_search_interval, Duration::from_secs(5));
+        let c = Config::from_vars(vars(&[
+            ("SEARCH_RANK_WINDOW", "50"),
+            ("SAVED_SEARCH_INTERVAL_SECONDS", "1"),
+        ]))
+        .unwrap();
+        assert_eq!(c.search_rank_window, 50);
+        assert_eq!(c.saved_search_interval, Duration::from_secs(1));
+        for (name, bad) in [
+            ("SEARCH_RANK_WINDOW", "5"),
+            ("SEARCH_SUGGEST_REFRESH_SECONDS", "0"),
+            ("SAVED_SEARCH_INTERVAL_SECONDS", "0"),
+        ] {
+            let err = Config::from_vars(vars(&[(name, bad)])).unwrap_err();
+            assert!(err.to_string().contains(name), "{err}");
+        }
     }
 
     #[test]

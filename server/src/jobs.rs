@@ -64,6 +64,34 @@ pub fn spawn(state: AppState) -> JoinHandle<()> {
                     .map(|n| n as u64)
             },
         ),
+        // Tell favouriters about price drops (one alert per listing per day, one statement per listing).
+        every(
+            &state,
+            Duration::from_secs(15),
+            "price-drop alerts",
+            |s| async move { crate::notifications::price_drops::sweep(&s.db).await },
+        ),
+        // New public listings matched against saved searches (inbox notifications).
+        every(
+            &state,
+            state.config.saved_search_interval,
+            "match saved searches",
+            |s| async move { crate::search::saved::match_publications(&s).await },
+        ),
+        // Search history and query statistics, buffered in memory by searches.
+        every(
+            &state,
+            Duration::from_secs(2),
+            "write search log",
+            |s| async move { s.search.log.flush(&s.db).await },
+        ),
+        // Listings written before search existed (runs until it finds none, then idles).
+        every(
+            &state,
+            Duration::from_secs(10),
+            "index listings missing from search",
+            |s| async move { crate::search::backfill_job(&s).await },
+        ),
     ];
     tokio::spawn(async move {
         let _jobs = jobs;

@@ -19,6 +19,7 @@ pub mod kv;
 pub mod listings;
 pub mod moderation;
 pub mod notifications;
+pub mod search;
 pub mod state;
 pub mod storage;
 pub mod users;
@@ -60,6 +61,7 @@ pub type StudentApis = (
     moderation::reports::ReportsApi,
     users::blocks::BlocksApi,
     notifications::api::NotificationsApi,
+    search::api::SearchApi,
 );
 
 fn student_apis() -> StudentApis {
@@ -74,6 +76,7 @@ fn student_apis() -> StudentApis {
         moderation::reports::ReportsApi,
         users::blocks::BlocksApi,
         notifications::api::NotificationsApi,
+        search::api::SearchApi,
     )
 }
 
@@ -214,8 +217,11 @@ impl App {
             views: Default::default(),
             storage: Arc::new(storage),
             pay,
+            search: Default::default(),
             pay_sandbox,
         });
+        // Load the segmentation dictionary now, off the async threads, not in the first search.
+        tokio::task::spawn_blocking(search::segment::warm_up);
         Ok(Self {
             state,
             local_addr,
@@ -281,6 +287,9 @@ impl App {
         // Buffered view counts are written before the pool closes.
         if let Err(e) = state.views.flush(&state.db).await {
             tracing::warn!(error = %e, "could not write the last view counts");
+        }
+        if let Err(e) = state.search.log.flush(&state.db).await {
+            tracing::warn!(error = %e, "could not write the last searches");
         }
         tracing::info!("stopped accepting; closing the database pool");
         state.db.clone().close().await.ok();

@@ -34,6 +34,8 @@ pub struct Inner {
     pub storage: Arc<dyn Storage>,
     /// WeChat Pay API v3 (the real merchant, or the sandbox's).
     pub pay: crate::wechat::pay::WechatPay,
+    /// Search's buffers and caches (query log, suggestion vocabularies, hot lists).
+    pub search: crate::search::SearchState,
     /// The fake WeChat Pay under `/sandbox/wechatpay`, present when WeChat Pay is the sandbox.
     pub pay_sandbox: Option<Arc<crate::wechat::sandbox::pay::PaySandbox>>,
 }

@@ -237,6 +237,62 @@ impl TestApp {
         }
     }
 
+    /// Logs in as `who` and joins the seeded demo school (first campus), ready to sell and buy.
+    pub async fn demo_student(&self, who: &str) -> Student {
+        let student = self.login(who).await;
+        let (_, schools) = self.get("/api/v1/schools", None).await;
+        let school = schools
+            .as_array()
+            .expect("schools")
+            .iter()
+            .find(|s| s["slug"] == "demo-university")
+            .expect("the demo school is seeded");
+        let body = serde_json::json!({
+            "school_id": school["id"], "campus_id": school["campuses"][0]["id"],
+        });
+        let (status, me) = self.patch("/api/v1/me", Some(&student.token), &body).await;
+        assert_eq!(status, StatusCode::OK, "joining the demo school: {me}");
+        student
+    }
+
+    /// Publishes an on-sale listing of `seller` (a demo-school student) in the lamps category with one small
+    /// photo; returns its id.
+    pub async fn sell(&self, seller: &Student, title: &str, price: i64) -> i64 {
+        let img = image::RgbImage::from_fn(24, 24, |x, y| {
+            image::Rgb([(x * 10) as u8, (y * 10) as u8, 120])
+        });
+        let mut png = std::io::Cursor::new(Vec::new());
+        img.write_to(&mut png, image::ImageFormat::Png)
+            .expect("png");
+        let (status, up) = self
+            .upload_file(
+                Some(&seller.token),
+                "item.png",
+                "image/png",
+                &png.into_inner(),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "upload: {up}");
+        let (_, cats) = self.get("/api/v1/categories", None).await;
+        let lamps = cats
+            .as_array()
+            .expect("categories")
+            .iter()
+            .flat_map(|c| c["children"].as_array().into_iter().flatten())
+            .find(|c| c["slug"] == "lamps")
+            .expect("the lamps category is seeded")["id"]
+            .clone();
+        let body = serde_json::json!({
+            "title": title, "description": "宿舍自用，成色不错", "price": price, "condition": "good",
+            "category_id": lamps, "image_ids": [up["id"]], "trade_methods": ["meetup"],
+        });
+        let (status, listing) = self
+            .post("/api/v1/listings", Some(&seller.token), &body)
+            .await;
+        assert_eq!(status, StatusCode::OK, "publishing {title}: {listing}");
+        listing["id"].as_i64().expect("listing id")
+    }
+
     /// Stops the server gracefully and starts a new one on the same address, data folder, database and Redis
     /// prefix, as a deployment restarts: what was persisted (the database, `DATA_DIR`, the WeChat Pay sandbox's
     /// pending notifications) is still there, in-memory state is not.

@@ -51,7 +51,7 @@ pub enum OptionalStudent {
 }
 
 impl OptionalStudent {
-    fn user(&self) -> Option<&user::Model> {
+    pub(crate) fn user(&self) -> Option<&user::Model> {
         match self {
             OptionalStudent::Student(a) => Some(&a.0.user),
             OptionalStudent::Anonymous => None,
@@ -840,6 +840,43 @@ impl ListingsApi {
     ) -> AppResult<Json<ListingPage>> {
         let page =
             service::my_favorites(&state.db, auth.0.id(), cursor.0.as_deref(), limit.0).await?;
+        Ok(Json(ListingPage {
+            items: cards(&state, page.items).await?,
+            next_cursor: page.next_cursor,
+        }))
+    }
+
+    /// The caller's own listings for the personal centre, newest first: every status but deleted, or only
+    /// `status` (e.g. `withdrawn` or `pending_review`, which nobody else sees).
+    #[oai(
+        path = "/v1/me/listings",
+        method = "get",
+        tag = "ListingTags::Listings",
+        operation_id = "my_listings"
+    )]
+    async fn my_listings(
+        &self,
+        state: Data<&AppState>,
+        auth: StudentAuth,
+        status: Query<Option<Status>>,
+        cursor: Query<Option<String>>,
+        /// 1–50, default 20.
+        limit: Query<Option<u64>>,
+    ) -> AppResult<Json<ListingPage>> {
+        if status.0 == Some(Status::Deleted) {
+            return Err(AppError::invalid_field(
+                "status",
+                "deleted listings are gone; choose another status",
+            ));
+        }
+        let q = service::BrowseQuery {
+            seller_id: Some(auth.0.id()),
+            statuses: status.0.into_iter().collect(),
+            cursor: cursor.0,
+            limit: limit.0,
+            ..Default::default()
+        };
+        let page = service::browse(&state, q, Some(auth.0.id())).await?;
         Ok(Json(ListingPage {
             items: cards(&state, page.items).await?,
             next_cursor: page.next_cursor,

@@ -267,6 +267,14 @@ pub async fn create(
     )
     .await?;
     let review_label = check_content(state, seller, &input.title, &input.description).await?;
+    let search_doc = crate::search::index::Doc::new(
+        &input.title,
+        &crate::search::index::category_names(
+            &*state.catalogue.get(&state.db).await?,
+            input.category_id,
+        ),
+        &input.description,
+    );
 
     let seller_id = seller.id;
     let created = state
@@ -308,8 +316,10 @@ pub async fn create(
                 images::service::attach(txn, seller_id, &input.image_ids, "listing", row.id)
                     .await?;
                 replace_places(txn, row.id, &input.meetup_place_ids).await?;
+                crate::search::index::upsert(txn, row.id, &search_doc).await?;
                 if row.status == Status::OnSale {
                     crate::forum::service::notify_wanted(txn, &row).await?;
+                    crate::search::saved::published(txn, row.id).await?;
                 }
                 Ok(row)
             })
@@ -467,6 +477,19 @@ pub async fn update(
     } else {
         None
     };
+    // The index row changes with the text it is made of (title, description, category names).
+    let search_doc = if text_changed || patch.category_id.is_some() {
+        Some(crate::search::index::Doc::new(
+            &input.title,
+            &crate::search::index::category_names(
+                &*state.catalogue.get(&state.db).await?,
+                input.category_id,
+            ),
+            &input.description,
+        ))
+    } else {
+        None
+    };
 
     let now = util::now();
     let seller_id = seller.id;
@@ -540,6 +563,9 @@ pub async fn update(
                 }
                 if places_changed {
                     replace_places(txn, id, &input.meetup_place_ids).await?;
+                }
+                if let Some(doc) = &search_doc {
+                    crate::search::index::upsert(txn, id, doc).await?;
                 }
                 listing::Entity::find_by_id(id)
                     .one(txn)
@@ -656,12 +682,15 @@ pub async fn transition_in(
         notify_seller(txn, &row, t).await?;
     }
     if t == Transition::Approve {
-        // Approved from review: for buyers it is a new listing, so wanted posts hear of it now.
+        // Approved from review: for buyers it is a new listing, so wanted posts and saved searches hear of it now.
         crate::forum::service::notify_wanted(txn, &row).await?;
+        crate::search::saved::published(txn, id).await?;
     }
     if t == Transition::Delete {
-        // The photos of a deleted listing go with it (the sweep removes detached images).
+        // The photos of a deleted listing go with it (the sweep removes detached images), and so does its
+        // search index row.
         images::service::detach_all(txn, "listing", id).await?;
+        crate::search::index::remove(txn, id).await?;
     }
     Ok(row)
 }
@@ -860,12 +889,22 @@ pub async fn browse(
     q: BrowseQuery,
     viewer: Option<i64>,
 ) -> AppResult<Page<listing::Model>> {
-    let limit = q.limit.unwrap_or(20).clamp(1, PAGE_MAX);
+    let select = listing::Entity::find().filter(browse_condition(state, &q, viewer).await?);
+    sorted_page(&state.db, select, q.sort, q.cursor.as_deref(), q.limit).await
+}
+
+/// The WHERE of a browse query: visibility (public listings, or every status of the caller's own) and the
+/// filters. Search applies the same condition, so it shows exactly what browsing would.
+pub(crate) async fn browse_condition(
+    state: &AppState,
+    q: &BrowseQuery,
+    viewer: Option<i64>,
+) -> AppResult<Condition> {
     let own = q.seller_id.is_some() && q.seller_id == viewer;
-    let mut select = listing::Entity::find();
+    let mut cond = Condition::all();
     if own {
         // A seller's own listings, in every status but deleted.
-        select = select.filter(listing::Column::Status.ne(Status::Deleted));
+        cond = cond.add(listing::Column::Status.ne(Status::Deleted));
     } else {
         if let Some(bad) = q.statuses.iter().find(|s| !Status::PUBLIC.contains(s)) {
             return Err(AppError::invalid_field(
@@ -876,16 +915,16 @@ pub async fn browse(
                 ),
             ));
         }
-        select = select.filter(Expr::cust(PUBLIC_PREDICATE));
+        cond = cond.add(Expr::cust(PUBLIC_PREDICATE));
     }
     if !q.statuses.is_empty() && q.statuses.len() < if own { 7 } else { 2 } {
-        select = select.filter(listing::Column::Status.is_in(q.statuses.iter().copied()));
+        cond = cond.add(listing::Column::Status.is_in(q.statuses.iter().copied()));
     }
     if let Some(s) = q.school_id {
-        select = select.filter(listing::Column::SchoolId.eq(s));
+        cond = cond.add(listing::Column::SchoolId.eq(s));
     }
     if let Some(c) = q.campus_id {
-        select = select.filter(listing::Column::CampusId.eq(c));
+        cond = cond.add(listing::Column::CampusId.eq(c));
     }
     if let Some(cat) = q.category_id {
         let ids = state
@@ -893,7 +932,7 @@ pub async fn browse(
             .get(&state.db)
             .await?
             .category_with_children(cat);
-        select = select.filter(listing::Column::CategoryId.is_in(ids));
+        cond = cond.add(listing::Column::CategoryId.is_in(ids));
     }
     if let (Some(lo), Some(hi)) = (q.min_price, q.max_price)
         && lo > hi
@@ -904,27 +943,39 @@ pub async fn browse(
         ));
     }
     if let Some(lo) = q.min_price {
-        select = select.filter(listing::Column::Price.gte(lo));
+        cond = cond.add(listing::Column::Price.gte(lo));
     }
     if let Some(hi) = q.max_price {
-        select = select.filter(listing::Column::Price.lte(hi));
+        cond = cond.add(listing::Column::Price.lte(hi));
     }
     if !q.conditions.is_empty() {
-        select = select.filter(listing::Column::Condition.is_in(q.conditions.iter().copied()));
+        cond = cond.add(listing::Column::Condition.is_in(q.conditions.iter().copied()));
     }
     if let Some(seller) = q.seller_id {
-        select = select.filter(listing::Column::SellerId.eq(seller));
+        cond = cond.add(listing::Column::SellerId.eq(seller));
     }
+    Ok(cond)
+}
 
-    let (key_col, ascending) = match q.sort {
+/// One page of `select` in `sort` order after `cursor`, with the cursor of the next page (keyset over the sort
+/// key and the id).
+pub(crate) async fn sorted_page(
+    db: &impl ConnectionTrait,
+    mut select: sea_orm::Select<listing::Entity>,
+    sort: Sort,
+    cursor: Option<&str>,
+    limit: Option<u64>,
+) -> AppResult<Page<listing::Model>> {
+    let limit = limit.unwrap_or(20).clamp(1, PAGE_MAX);
+    let (key_col, ascending) = match sort {
         Sort::Newest => (listing::Column::BumpedAt, false),
         Sort::PriceAsc => (listing::Column::Price, true),
         Sort::PriceDesc => (listing::Column::Price, false),
         Sort::Popular => (listing::Column::HotScore, false),
     };
-    if let Some(cursor) = &q.cursor {
-        let (key, id) = decode_cursor(q.sort, cursor)?;
-        let key_value: sea_orm::Value = match (q.sort, key) {
+    if let Some(cursor) = cursor {
+        let (key, id) = decode_cursor(sort, cursor)?;
+        let key_value: sea_orm::Value = match (sort, key) {
             (Sort::Newest, CursorKey::Time(micros)) => {
                 DateTime::<Utc>::from_timestamp_micros(micros)
                     .ok_or_else(|| AppError::bad_request("invalid_cursor", "bad cursor"))?
@@ -967,16 +1018,16 @@ pub async fn browse(
             .order_by_desc(key_col)
             .order_by_desc(listing::Column::Id)
     };
-    let mut rows = select.limit(limit + 1).all(&state.db).await?;
+    let mut rows = select.limit(limit + 1).all(db).await?;
     let next_cursor = if rows.len() as u64 > limit {
         rows.truncate(limit as usize);
         rows.last().map(|last| {
-            let key = match q.sort {
+            let key = match sort {
                 Sort::Newest => CursorKey::Time(last.bumped_at.timestamp_micros()),
                 Sort::PriceAsc | Sort::PriceDesc => CursorKey::Int(last.price),
                 Sort::Popular => CursorKey::Float(last.hot_score),
             };
-            encode_cursor(q.sort, key, last.id)
+            encode_cursor(sort, key, last.id)
         })
     } else {
         None

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, sea_query::Expr,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter,
+    QueryOrder, QuerySelect, Statement, sea_query::Expr,
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -768,6 +768,61 @@ pub async fn media_checks_for_target(
         .await?)
 }
 
+/// How long after an image is attached its check must exist: the submission runs right after the commit, so a
+/// missing row older than this means the process died in between.
+const UNSUBMITTED_GRACE: chrono::Duration = chrono::Duration::minutes(5);
+
+/// Images of listings and posts attached in the last two days that have no check at all — the process stopped
+/// between committing the attachment and recording the check — are checked now. Two instances may both find
+/// the same image in the same minute and submit it twice; verdict handling is idempotent, so that only costs a
+/// call.
+async fn recover_unsubmitted_image_checks(state: &AppState) -> AppResult<usize> {
+    let now = util::now();
+    let rows = state
+        .db
+        .query_all_raw(Statement::from_sql_and_values(
+            state.db.get_database_backend(),
+            "SELECT i.id AS id, u.openid AS openid FROM images i JOIN users u ON u.id = i.owner_id \
+             WHERE i.target_type IN ('listing', 'post') AND i.attached_at > $1 AND i.attached_at < $2 \
+             AND NOT EXISTS (SELECT 1 FROM media_checks m WHERE m.image_id = i.id \
+                             AND m.target_type = i.target_type AND m.target_id = i.target_id) \
+             ORDER BY i.id LIMIT 100",
+            [
+                (now - chrono::Duration::days(2)).into(),
+                (now - UNSUBMITTED_GRACE).into(),
+            ],
+        ))
+        .await?;
+    let mut done = 0;
+    for row in rows {
+        let id: i64 = row.try_get("", "id")?;
+        let openid: String = row.try_get("", "openid")?;
+        let Some(img) = crate::images::model::image::Entity::find_by_id(id)
+            .one(&state.db)
+            .await?
+        else {
+            continue;
+        };
+        let (Some(target_type), Some(target_id)) = (img.target_type.clone(), img.target_id) else {
+            continue;
+        };
+        let (url, _) = crate::images::service::urls(state, &img);
+        tracing::warn!(image_id = id, %target_type, target_id, "image was attached but never submitted for a check; submitting now");
+        submit_media_check(
+            state,
+            &openid,
+            Scene::Forum,
+            &url,
+            &target_type,
+            target_id,
+            Some(id),
+        )
+        .await?;
+        done += 1;
+    }
+    Ok(done)
+}
+
 /// Periodic work, safe on every instance at once: (re)submits image checks that are due (failed submissions,
 /// and submissions WeChat never answered), and re-runs the flagged-image hook where it failed. Returns how many
 /// rows it acted on.
@@ -809,6 +864,8 @@ pub async fn run_due_work(state: &AppState) -> AppResult<usize> {
         submit(state, &row).await?;
         done += 1;
     }
+
+    done += recover_unsubmitted_image_checks(state).await?;
 
     // Flagged verdicts whose hook failed (a minute's grace for the push handler that is running it now).
     let unhandled = media_check::Entity::find()

@@ -4,4 +4,5 @@
 
 pub mod api;
 pub mod model;
+pub mod price_drops;
 pub mod service;

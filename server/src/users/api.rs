@@ -243,8 +243,47 @@ async fn verification_view(
 /// The caller's own account.
 pub struct MeApi;
 
+#[derive(poem_openapi::ApiResponse)]
+enum Deleted {
+    /// The account is deleted.
+    #[oai(status = 204)]
+    NoContent,
+}
+
 #[OpenApi]
 impl MeApi {
+    /// A copy of all personal data held about the caller, as one JSON document (PIPL's right of access):
+    /// profile, verification requests, listings, favourites, images, posts, comments, votes, reports filed,
+    /// blocks, notifications, and what later capabilities store.
+    #[oai(
+        path = "/v1/me/export",
+        method = "get",
+        tag = "UserTags::Me",
+        operation_id = "export_me"
+    )]
+    async fn export_me(
+        &self,
+        state: Data<&AppState>,
+        auth: StudentAuth,
+    ) -> AppResult<Json<serde_json::Value>> {
+        Ok(Json(super::privacy::export(&state.db, auth.0.id()).await?))
+    }
+
+    /// Delete the caller's account. Refused (409 `open_orders`) while an order is open. Listings are withdrawn;
+    /// nickname, avatar, bio, WeChat identity and verification are erased; favourites, blocks and notifications
+    /// are dropped; posts, comments, messages and reviews stay, shown as written by "已注销用户". Every session
+    /// ends; logging in with the same WeChat account later starts a new account.
+    #[oai(
+        path = "/v1/me",
+        method = "delete",
+        tag = "UserTags::Me",
+        operation_id = "delete_me"
+    )]
+    async fn delete_me(&self, state: Data<&AppState>, auth: StudentAuth) -> AppResult<Deleted> {
+        super::privacy::delete_account(&state, auth.0.id()).await?;
+        Ok(Deleted::NoContent)
+    }
+
     /// The caller's profile.
     #[oai(
         path = "/v1/me",

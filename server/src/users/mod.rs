@@ -3,4 +3,5 @@
 pub mod api;
 pub mod blocks;
 pub mod model;
+pub mod privacy;
 pub mod service;

@@ -667,3 +667,41 @@ app_test!(
         let _ = quiet;
     }
 );
+
+app_test!(
+    async fn the_personal_centre_lists_my_listings_by_status(backend) {
+        let app = TestApp::spawn(backend).await;
+        let d = demo(&app).await;
+        let alice = seller(&app, "alice", &d).await;
+        let bob = seller(&app, "bob", &d).await;
+        let lamp = publish(&app, &alice, &d, "台灯", 3_000, d.lamps).await["id"].as_i64().unwrap();
+        let bike = publish(&app, &alice, &d, "自行车", 20_000, d.bikes).await["id"].as_i64().unwrap();
+        let desk = publish(&app, &alice, &d, "书桌", 9_000, d.lamps).await["id"].as_i64().unwrap();
+        publish(&app, &bob, &d, "鼠标", 1_000, d.lamps).await;
+        let (s, _) = app.post(&format!("/api/v1/listings/{bike}/withdraw"), Some(&alice.token), &Value::Null).await;
+        assert_eq!(s, StatusCode::OK);
+        let (s, _) = app.post(&format!("/api/v1/listings/{desk}/mark-sold"), Some(&alice.token), &Value::Null).await;
+        assert_eq!(s, StatusCode::OK);
+        let (s, _, _) = app.send(Method::DELETE, &format!("/api/v1/listings/{desk}"), Some(&alice.token), None).await;
+        assert!(s.is_success());
+
+        let ids = |page: &Value| -> Vec<i64> {
+            page["items"].as_array().unwrap().iter().map(|l| l["id"].as_i64().unwrap()).collect()
+        };
+        let (s, all) = app.get("/api/v1/me/listings", Some(&alice.token)).await;
+        assert_eq!(s, StatusCode::OK, "{all}");
+        assert_eq!(ids(&all), vec![bike, lamp], "newest first; the deleted one is gone");
+        let (_, withdrawn) = app.get("/api/v1/me/listings?status=withdrawn", Some(&alice.token)).await;
+        assert_eq!(ids(&withdrawn), vec![bike]);
+        let (_, on_sale) = app.get("/api/v1/me/listings?status=on_sale&limit=1", Some(&alice.token)).await;
+        assert_eq!(ids(&on_sale), vec![lamp]);
+        assert!(on_sale["next_cursor"].is_null());
+        // Bob sees his own, never Alice's withdrawn item.
+        let (_, bobs) = app.get("/api/v1/me/listings?status=withdrawn", Some(&bob.token)).await;
+        assert!(ids(&bobs).is_empty());
+        let (s, body) = app.get("/api/v1/me/listings?status=deleted", Some(&alice.token)).await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+        let (s, _) = app.get("/api/v1/me/listings", None).await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED);
+    }
+);

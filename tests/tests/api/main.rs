@@ -6,6 +6,7 @@ mod images;
 mod listings;
 mod moderation;
 mod notifications;
+mod search;
 mod users;
 mod wechat;
 mod wechatpay;

@@ -426,3 +426,48 @@ app_test!(
         }
     }
 );
+
+app_test!(
+    async fn an_image_attached_just_before_a_crash_is_still_checked(backend) {
+        use campus_trade::images::model::image;
+        use sea_orm::{ColumnTrait, QueryFilter};
+        let app = TestApp::spawn(backend).await;
+        let seller = app.demo_student("seller").await;
+        let listing = app.sell(&seller, "台灯", 3_000).await;
+        // The normal path submitted the photo right after the commit.
+        let checks = || async {
+            media_check::Entity::find()
+                .filter(media_check::Column::TargetId.eq(listing))
+                .filter(media_check::Column::TargetType.eq("listing"))
+                .all(&app.state.db)
+                .await
+                .unwrap()
+        };
+        for _ in 0..50 {
+            if !checks().await.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(checks().await.len(), 1);
+        // Now pretend the process died between the commit and the submission: no check row, attached a while ago.
+        media_check::Entity::delete_many().exec(&app.state.db).await.unwrap();
+        let before = calls(&app, "media_check_async").await;
+        image::Entity::update_many()
+            .col_expr(image::Column::AttachedAt, sea_orm::sea_query::Expr::value(chrono::Utc::now() - chrono::Duration::minutes(10)))
+            .filter(image::Column::TargetId.eq(listing))
+            .exec(&app.state.db)
+            .await
+            .unwrap();
+
+        service::run_due_work(&app.state).await.unwrap();
+        let recovered = checks().await;
+        assert_eq!(recovered.len(), 1, "the photo is checked after all");
+        assert!(recovered[0].trace_id.is_some(), "and WeChat has it: {recovered:?}");
+        assert_eq!(calls(&app, "media_check_async").await, before + 1);
+        // Once is enough.
+        service::run_due_work(&app.state).await.unwrap();
+        assert_eq!(checks().await.len(), 1);
+        assert_eq!(calls(&app, "media_check_async").await, before + 1);
+    }
+);

@@ -355,3 +355,80 @@ app_test!(
         assert_eq!(s, StatusCode::NOT_FOUND);
     }
 );
+
+app_test!(
+    async fn export_holds_my_data_and_deleting_erases_me_but_keeps_what_others_need(backend) {
+        use sea_orm::EntityTrait;
+        let app = TestApp::spawn(backend).await;
+        let alice = app.demo_student("alice").await;
+        let bob = app.demo_student("bob").await;
+        let (s, _) = app.patch("/api/v1/me", Some(&alice.token), &json!({ "nickname": "爱丽丝", "bio": "卖台灯的" })).await;
+        assert_eq!(s, StatusCode::OK);
+        let lamp = app.sell(&alice, "护眼台灯", 3_000).await;
+        let bobs = app.sell(&bob, "自行车", 20_000).await;
+        let (s, _, _) = app.send(reqwest::Method::PUT, &format!("/api/v1/listings/{bobs}/favorite"), Some(&alice.token), None).await;
+        assert!(s.is_success());
+        let (s, _, _) = app.send(reqwest::Method::PUT, &format!("/api/v1/users/{}/block", bob.id), Some(&alice.token), None).await;
+        assert!(s.is_success());
+        let (_, boards) = app.get("/api/v1/boards", Some(&alice.token)).await;
+        let board = boards.as_array().unwrap()[0]["id"].clone();
+        let (s, post) = app.post("/api/v1/posts", Some(&alice.token), &json!({ "board_id": board, "title": "出台灯", "body": "图书馆自取" })).await;
+        assert_eq!(s, StatusCode::OK, "{post}");
+        let post_id = post["id"].as_i64().unwrap();
+        let body = json!({ "school_id": 1, "student_number": "2024777888", "real_name": "李爱丽" });
+        app.post("/api/v1/me/verification", Some(&alice.token), &body).await;
+
+        // The export: everything of hers, nothing of Bob's, no keyed hashes.
+        let (s, export) = app.get("/api/v1/me/export", Some(&alice.token)).await;
+        assert_eq!(s, StatusCode::OK, "{export}");
+        assert_eq!(export["profile"]["nickname"], "爱丽丝");
+        assert_eq!(export["profile"]["id"], alice.id);
+        let data = &export["data"];
+        let ids = |section: &str, key: &str| -> Vec<i64> {
+            data[section].as_array().unwrap_or_else(|| panic!("section {section}: {export}"))
+                .iter().map(|r| r[key].as_i64().unwrap()).collect()
+        };
+        assert_eq!(ids("listings", "id"), vec![lamp]);
+        assert_eq!(ids("favorites", "listing_id"), vec![bobs]);
+        assert_eq!(ids("blocks", "blocked_id"), vec![bob.id]);
+        assert_eq!(ids("posts", "id"), vec![post_id]);
+        assert_eq!(ids("images", "owner_id"), vec![alice.id], "her one listing photo");
+        let text = export.to_string();
+        assert!(!text.contains("student_number_hash"), "keyed hashes are never exported");
+        assert!(!text.contains("自行车"), "Bob's listing is not her data");
+        let (_, bob_export) = app.get("/api/v1/me/export", Some(&bob.token)).await;
+        assert_eq!(bob_export["profile"]["id"], bob.id);
+        assert!(bob_export["data"]["posts"].as_array().unwrap().is_empty());
+
+        // Deleting: the session ends, the profile is gone, the listing leaves the market, the post stays
+        // under the deleted-account name.
+        let (s, _, _) = app.send(reqwest::Method::DELETE, "/api/v1/me", Some(&alice.token), None).await;
+        assert_eq!(s, StatusCode::NO_CONTENT);
+        let (s, _) = app.get("/api/v1/me", Some(&alice.token)).await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED);
+        let (s, _) = app.get(&format!("/api/v1/users/{}", alice.id), Some(&bob.token)).await;
+        assert_eq!(s, StatusCode::NOT_FOUND);
+        let (_, feed) = app.get("/api/v1/listings", Some(&bob.token)).await;
+        assert!(feed["items"].as_array().unwrap().iter().all(|l| l["id"] != lamp), "{feed}");
+        let (s, kept) = app.get(&format!("/api/v1/posts/{post_id}"), Some(&bob.token)).await;
+        assert_eq!(s, StatusCode::OK, "{kept}");
+        assert_eq!(kept["body"], "图书馆自取", "the post stays");
+        assert!(kept["author"].is_null(), "and no longer names anyone: {kept}");
+        assert!(!kept.to_string().contains("爱丽丝"), "{kept}");
+        let row = campus_trade::users::model::user::Entity::find_by_id(alice.id).one(&app.state.db).await.unwrap().unwrap();
+        assert_eq!(row.nickname, "已注销用户");
+        assert_eq!(row.bio, "");
+        assert!(row.openid.starts_with("deleted:"), "the WeChat identity is erased");
+        let favs = campus_trade::listings::model::favorite::Entity::find().all(&app.state.db).await.unwrap();
+        assert!(favs.iter().all(|f| f.user_id != alice.id));
+
+        // The same WeChat account later starts afresh.
+        let again = app.login("alice").await;
+        assert_ne!(again.id, alice.id);
+        let (_, me) = app.get("/api/v1/me", Some(&again.token)).await;
+        assert_ne!(me["nickname"], "爱丽丝");
+        // Deleting twice is not a thing: the old token is dead.
+        let (s, _, _) = app.send(reqwest::Method::DELETE, "/api/v1/me", Some(&alice.token), None).await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED);
+    }
+);
