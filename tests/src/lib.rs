@@ -68,7 +68,7 @@ pub struct TestApp {
     /// The settings it was started with (a restart reuses them).
     vars: Vec<(String, String)>,
     _cleanup: Cleanup,
-    _dir: tempfile::TempDir,
+    _dir: Option<tempfile::TempDir>,
 }
 
 type Running = (
@@ -155,7 +155,7 @@ impl TestApp {
             server: Some(server),
             vars,
             _cleanup: cleanup,
-            _dir: dir,
+            _dir: Some(dir),
         }
     }
 

@@ -627,30 +627,29 @@ app_test!(
 
 app_test!(
     async fn pending_notifications_survive_a_restart(backend) {
-        let dir = tempfile::tempdir().unwrap();
-        let data_dir = dir.path().display().to_string();
-        let settings = [FAST, ("DATA_DIR", data_dir.as_str())];
         let receiver = Receiver::start(Box::new(|_| 503)).await;
-        let app = TestApp::spawn_with(backend, &settings).await;
+        let app = TestApp::spawn_with(backend, &[FAST]).await;
         let pay = app.state.pay.with_notify_url(&receiver.url);
         let no = order_no("CT");
         let prepay_id = pay.jsapi_prepay(&prepay_of(&no, 4_200, "oBuyer0000000000000000000009")).await.unwrap();
         sandbox(&app, "/pay", &json!({ "prepay_id": prepay_id })).await;
         let before = receiver.wait_for(2).await.len();
-        app.stop().await;
+        let base = app.base.clone();
 
-        // The merchant comes back; a new process on the same data folder delivers what is still pending.
-        let verify_with = TestApp::spawn_with(backend, &settings).await;
-        receiver.set_policy(verifying(verify_with.state.pay.clone()));
+        // The service restarts (same address, data folder and database) and the merchant answers again: the
+        // new process delivers what was still pending.
+        let app = app.restart().await;
+        assert_eq!(app.base, base);
+        receiver.set_policy(verifying(app.state.pay.clone()));
         let after = receiver.wait_for(before + 1).await;
         let last = after.last().unwrap();
-        let n = verify_with.state.pay.parse_notification(&last.headers, &last.body, now()).unwrap();
+        let n = app.state.pay.parse_notification(&last.headers, &last.body, now()).unwrap();
         let NotificationResource::Transaction(t) = n.resource else { panic!() };
         assert_eq!((t.out_trade_no.as_str(), t.trade_state.as_str()), (no.as_str(), "SUCCESS"));
-        assert_eq!(verify_with.state.pay.query_order(&no).await.unwrap().trade_state, "SUCCESS");
+        assert_eq!(app.state.pay.query_order(&no).await.unwrap().trade_state, "SUCCESS");
         let mut log = Vec::new();
         for _ in 0..100 {
-            log = deliveries(&verify_with, &no).await;
+            log = deliveries(&app, &no).await;
             if log[0]["state"] == "acked" {
                 break;
             }

@@ -438,6 +438,7 @@ pub(super) async fn notify(body: Option<Json<NotifyBody>>, sb: Data<&Arc<PaySand
         Err(e) => (None, Some(e.clone())),
     };
     let delivery_id = sb.change(|state, touched| {
+        super::delivery::prune(state);
         let id = state.deliveries.keys().next_back().map_or(1, |k| k + 1);
         state.deliveries.insert(
             id,

@@ -65,6 +65,25 @@ pub(super) fn envelope(plain: &Plain, key: &ApiV3Key) -> (String, String) {
     (id, body.to_string())
 }
 
+/// Finished deliveries kept (in memory and in the file) for the log; older ones are dropped, so a long-running
+/// sandbox does not rewrite an ever-growing file. Pending ones are always kept.
+pub(super) const KEEP_FINISHED: usize = 1000;
+
+/// Drops the oldest finished deliveries beyond [`KEEP_FINISHED`].
+pub(super) fn prune(state: &mut State) {
+    let finished: Vec<u64> = state
+        .deliveries
+        .values()
+        .filter(|d| d.state != "pending")
+        .map(|d| d.id)
+        .collect();
+    if finished.len() > KEEP_FINISHED {
+        for id in &finished[..finished.len() - KEEP_FINISHED] {
+            state.deliveries.remove(id);
+        }
+    }
+}
+
 impl PaySandbox {
     /// Adds a delivery of `plain` to `url`, due now.
     pub(super) fn queue(
@@ -75,6 +94,7 @@ impl PaySandbox {
         plain: Plain,
     ) -> u64 {
         let (notification_id, body) = envelope(&plain, &self.keys.apiv3);
+        prune(state);
         let id = state.deliveries.keys().next_back().map_or(1, |k| k + 1);
         state.deliveries.insert(
             id,

@@ -217,6 +217,42 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
 mod tests {
     use super::*;
 
+    fn delivery(id: u64, state: &str) -> Delivery {
+        Delivery {
+            id,
+            notification_id: "n".into(),
+            event_type: "TRANSACTION.SUCCESS".into(),
+            subject: "T1".into(),
+            url: "http://127.0.0.1:9/notify".into(),
+            body: "{}".into(),
+            key: "public_key".into(),
+            state: state.into(),
+            next_at_ms: Some(1),
+            attempts: vec![],
+            tamper: None,
+        }
+    }
+
+    #[test]
+    fn old_finished_deliveries_are_pruned_pending_ones_never() {
+        use crate::wechat::sandbox::pay::delivery::{KEEP_FINISHED, prune};
+        let mut state = State::default();
+        state.deliveries.insert(1, delivery(1, "pending"));
+        for id in 2..(KEEP_FINISHED as u64 + 12) {
+            state.deliveries.insert(id, delivery(id, "acked"));
+        }
+        prune(&mut state);
+        assert!(
+            state.deliveries.contains_key(&1),
+            "a pending delivery is kept however old"
+        );
+        assert_eq!(state.deliveries.len(), KEEP_FINISHED + 1);
+        assert!(
+            !state.deliveries.contains_key(&2),
+            "the oldest finished ones go first"
+        );
+    }
+
     #[test]
     fn collections_survive_a_reload_and_missing_files_are_empty() {
         let dir = tempfile::tempdir().unwrap();
@@ -224,22 +260,7 @@ mod tests {
         let empty = store.load().unwrap();
         assert!(empty.trades.is_empty() && empty.deliveries.is_empty());
         let mut state = State::default();
-        state.deliveries.insert(
-            7,
-            Delivery {
-                id: 7,
-                notification_id: "n".into(),
-                event_type: "TRANSACTION.SUCCESS".into(),
-                subject: "T1".into(),
-                url: "http://127.0.0.1:9/notify".into(),
-                body: "{}".into(),
-                key: "public_key".into(),
-                state: "pending".into(),
-                next_at_ms: Some(1),
-                attempts: vec![],
-                tamper: None,
-            },
-        );
+        state.deliveries.insert(7, delivery(7, "pending"));
         store.save(&state, &[Collection::Deliveries]);
         let again = Store::new(dir.path()).unwrap().load().unwrap();
         assert_eq!(again.deliveries[&7].state, "pending");
