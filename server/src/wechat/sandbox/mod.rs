@@ -10,9 +10,11 @@
 //! and make WeChat misbehave (expire the current access tokens).
 //!
 //! Content security (`msg_sec_check`, `media_check_async` and the `wxa_media_check` push back to the service)
-//! lives in [`security`].
+//! lives in [`security`]; subscribe messages (`message/subscribe/send` and one-time subscriptions) in
+//! [`subscribe`].
 
 mod security;
+mod subscribe;
 
 use std::{
     collections::HashMap,
@@ -42,6 +44,8 @@ pub struct Sandbox {
     /// For what WeChat itself fetches and sends: media downloads and pushes.
     http: reqwest::Client,
     inner: Mutex<Inner>,
+    /// Subscribe messages: templates, one-time subscriptions, and what was sent.
+    subscribe: Mutex<subscribe::State>,
 }
 
 #[derive(Default)]
@@ -79,6 +83,7 @@ impl Sandbox {
                 keywords: security::seed_keywords(),
                 ..Inner::default()
             }),
+            subscribe: Mutex::new(subscribe::State::default()),
         })
     }
 
@@ -348,6 +353,10 @@ pub fn routes(sandbox: Arc<Sandbox>) -> impl poem::Endpoint {
             "/_sandbox/media-verdicts",
             post(security::add_media_verdict),
         )
+        .at("/cgi-bin/message/subscribe/send", post(subscribe::send))
+        .at("/_sandbox/subscriptions", post(subscribe::grant))
+        .at("/_sandbox/subscribe-messages", get(subscribe::received))
+        .at("/_sandbox/templates", post(subscribe::add_template))
         .data(sandbox)
 }
 
