@@ -64,6 +64,13 @@ pub fn spawn(state: AppState) -> JoinHandle<()> {
                     .map(|n| n as u64)
             },
         ),
+        // WeChat subscribe messages that are due (new ones are also sent at once after their commit).
+        every(
+            &state,
+            Duration::from_secs(5),
+            "send subscribe messages",
+            |s| async move { crate::notifications::outbox::run_due(&s).await },
+        ),
     ];
     tokio::spawn(async move {
         let _jobs = jobs;

@@ -60,6 +60,7 @@ pub type StudentApis = (
     moderation::reports::ReportsApi,
     users::blocks::BlocksApi,
     notifications::api::NotificationsApi,
+    chat::api::ChatApi,
 );
 
 fn student_apis() -> StudentApis {
@@ -74,6 +75,7 @@ fn student_apis() -> StudentApis {
         moderation::reports::ReportsApi,
         users::blocks::BlocksApi,
         notifications::api::NotificationsApi,
+        chat::api::ChatApi,
     )
 }
 
@@ -195,6 +197,8 @@ impl App {
             }
         };
 
+        let chat = Arc::new(chat::Chat::new(&config, &kv).await?);
+
         let media_dir = config.data_dir.join("media");
         let storage = storage::LocalStorage::new(&media_dir)
             .with_context(|| format!("creating the media folder {}", media_dir.display()))?;
@@ -211,6 +215,7 @@ impl App {
             views: Default::default(),
             storage: Arc::new(storage),
             pay: wechat::pay::WechatPay::skeleton(),
+            chat,
         });
         Ok(Self {
             state,
@@ -223,6 +228,8 @@ impl App {
     pub fn endpoint(state: &AppState) -> impl poem::Endpoint<Output = poem::Response> + 'static {
         let api = student_api();
         let mut route = Route::new()
+            // The chat socket is a plain poem route (not OpenAPI); the exact path wins over the `/api` nest.
+            .at("/api/v1/ws", poem::get(chat::ws::connect))
             .nest("/api/docs", api.swagger_ui())
             .nest("/api/openapi.json", api.spec_endpoint())
             .nest("/api", api)
@@ -256,13 +263,24 @@ impl App {
     ) -> anyhow::Result<()> {
         let state = self.state.clone();
         let jobs = jobs::spawn(state.clone());
+        let chat_tasks = state.chat.start().await;
         tracing::info!(addr = %self.local_addr, public_base_url = %state.public_base_url, "campus_trade listening");
         let grace = state.config.shutdown_grace;
+        // Chat sockets are told to reconnect elsewhere as soon as the shutdown begins.
+        let hub = Arc::clone(&state.chat.hub);
+        let shutdown = async move {
+            shutdown.await;
+            hub.shut_down();
+        };
         poem::Server::new_with_acceptor(self.acceptor)
             .run_with_graceful_shutdown(Self::endpoint(&state), shutdown, Some(grace))
             .await
             .context("serving HTTP")?;
         jobs.abort();
+        state.chat.hub.shut_down();
+        for task in chat_tasks {
+            task.abort();
+        }
         // Buffered view counts are written before the pool closes.
         if let Err(e) = state.views.flush(&state.db).await {
             tracing::warn!(error = %e, "could not write the last view counts");

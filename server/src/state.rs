@@ -34,6 +34,8 @@ pub struct Inner {
     pub storage: Arc<dyn Storage>,
     /// WeChat Pay API v3 (the real merchant, or the sandbox's).
     pub pay: crate::wechat::pay::WechatPay,
+    /// Chat's runtime: this instance's sockets, the bus to the other instances, presence, contact rules.
+    pub chat: Arc<crate::chat::Chat>,
 }
 
 impl AppState {
