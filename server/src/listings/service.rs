@@ -17,6 +17,7 @@ use super::model::{
     price_change,
 };
 use crate::{
+    chat,
     error::{AppError, AppResult},
     images,
     moderation::{self, Scene, Verdict},
@@ -478,9 +479,9 @@ pub async fn update(
         .copied()
         .filter(|i| !old_images.contains(i))
         .collect();
-    let updated = state
+    let (updated, cards) = state
         .db
-        .transaction::<_, listing::Model, AppError>(move |txn| {
+        .transaction::<_, (listing::Model, chat::cards::Delivery), AppError>(move |txn| {
             Box::pin(async move {
                 let new_status = match (&review_label, current.status) {
                     (Some(_), Status::OnSale | Status::Reserved) => Status::PendingReview,
@@ -541,13 +542,29 @@ pub async fn update(
                 if places_changed {
                     replace_places(txn, id, &input.meetup_place_ids).await?;
                 }
-                listing::Entity::find_by_id(id)
+                let row = listing::Entity::find_by_id(id)
                     .one(txn)
                     .await?
-                    .ok_or_else(|| AppError::not_found("listing"))
+                    .ok_or_else(|| AppError::not_found("listing"))?;
+                // Buyers already talking about the item hear of the new price in their conversations.
+                let cards = if input.price != current.price {
+                    chat::cards::listing_changed_in(
+                        txn,
+                        &row,
+                        chat::cards::ListingChange::PriceChanged {
+                            old: current.price,
+                            new: input.price,
+                        },
+                    )
+                    .await?
+                } else {
+                    chat::cards::Delivery::default()
+                };
+                Ok((row, cards))
             })
         })
         .await?;
+    chat::cards::deliver(state, cards);
     if !new_images.is_empty() {
         let imgs = images::service::for_targets(&state.db, "listing", &[id])
             .await?
@@ -576,6 +593,9 @@ pub enum Actor {
 
 /// Applies one transition of the state machine as a single conditional UPDATE in a transaction. A transition
 /// that the current status does not allow is 409 `invalid_transition` carrying that status.
+///
+/// For callers without the application state: the chat cards a transition writes are stored, and clients see
+/// them at their next sync; [`transition_delivering`] also pushes them at once.
 pub async fn transition(
     db: &DatabaseConnection,
     id: i64,
@@ -589,7 +609,24 @@ pub async fn transition(
     Ok(row)
 }
 
-/// [`transition`] inside the caller's transaction (for capabilities that change more in the same commit).
+/// [`transition`], pushing the chat cards it writes (listing reserved, back on sale, sold) to the open sockets
+/// of the listing's conversations after the commit.
+pub async fn transition_delivering(
+    state: &AppState,
+    id: i64,
+    actor: Actor,
+    t: Transition,
+    label: Option<String>,
+) -> AppResult<listing::Model> {
+    let txn = state.db.begin().await?;
+    let (row, cards) = transition_in_with_cards(&txn, id, actor, t, label).await?;
+    txn.commit().await?;
+    chat::cards::deliver(state, cards);
+    Ok(row)
+}
+
+/// [`transition`] inside the caller's transaction (for capabilities that change more in the same commit). The
+/// chat cards it writes reach sockets at the clients' next sync; use [`transition_in_with_cards`] to push them.
 pub async fn transition_in(
     txn: &impl ConnectionTrait,
     id: i64,
@@ -597,6 +634,19 @@ pub async fn transition_in(
     t: Transition,
     label: Option<String>,
 ) -> AppResult<listing::Model> {
+    let (row, _stored_not_pushed) = transition_in_with_cards(txn, id, actor, t, label).await?;
+    Ok(row)
+}
+
+/// [`transition_in`], also returning the chat cards it wrote into the listing's conversations, for
+/// [`chat::cards::deliver`] after the commit.
+pub async fn transition_in_with_cards(
+    txn: &impl ConnectionTrait,
+    id: i64,
+    actor: Actor,
+    t: Transition,
+    label: Option<String>,
+) -> AppResult<(listing::Model, chat::cards::Delivery)> {
     // The conditional UPDATE comes first (with the seller in its WHERE), the read after it: on SQLite a
     // transaction that reads first and writes later fails when another connection committed in between.
     let (from, to) = t.rule();
@@ -663,7 +713,17 @@ pub async fn transition_in(
         // The photos of a deleted listing go with it (the sweep removes detached images).
         images::service::detach_all(txn, "listing", id).await?;
     }
-    Ok(row)
+    let change = match t {
+        Transition::Reserve => Some(chat::cards::ListingChange::Reserved),
+        Transition::Unreserve => Some(chat::cards::ListingChange::BackOnSale),
+        Transition::MarkSold => Some(chat::cards::ListingChange::Sold),
+        _ => None,
+    };
+    let cards = match change {
+        Some(change) => chat::cards::listing_changed_in(txn, &row, change).await?,
+        None => chat::cards::Delivery::default(),
+    };
+    Ok((row, cards))
 }
 
 /// Tells the seller, in the same transaction, what content security or an operator did to their listing.
