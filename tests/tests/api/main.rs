@@ -1,5 +1,6 @@
 //! Black-box API tests: one binary (one link) with a module per capability.
 
+mod chat;
 mod forum;
 mod foundation;
 mod images;
