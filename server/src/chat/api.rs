@@ -49,6 +49,7 @@ pub struct OfferView {
     pub status: OfferStatus,
     pub created_at: DateTime<Utc>,
     /// When it stopped being pending.
+    #[oai(skip_serializing_if_is_none)]
     pub decided_at: Option<DateTime<Utc>>,
 }
 
@@ -59,6 +60,7 @@ pub struct CardView {
     /// `offer_declined`, `offer_withdrawn`, `contact_warning`, or an order event (`order_created`, …).
     pub kind: String,
     /// The order the card is about.
+    #[oai(skip_serializing_if_is_none)]
     pub order_id: Option<i64>,
 }
 
@@ -69,17 +71,23 @@ pub struct MessageView {
     pub id: i64,
     pub conversation_id: i64,
     /// Absent for system cards.
+    #[oai(skip_serializing_if_is_none)]
     pub sender_id: Option<i64>,
     pub kind: MessageKind,
     /// The text of a `text` message or of a card. Plain text: never render links in it as clickable.
+    #[oai(skip_serializing_if_is_none)]
     pub text: Option<String>,
     /// The photo of an `image` message (absent once content security hid it).
+    #[oai(skip_serializing_if_is_none)]
     pub image: Option<ImageRef>,
     /// The offer of an `offer` message, or the offer a card is about, with its status now.
+    #[oai(skip_serializing_if_is_none)]
     pub offer: Option<OfferView>,
     /// For `system` messages.
+    #[oai(skip_serializing_if_is_none)]
     pub card: Option<CardView>,
     /// The sender's id for the message (resending it returns this message).
+    #[oai(skip_serializing_if_is_none)]
     pub client_msg_id: Option<String>,
     /// Kinds of contact details found in the text (`phone`, `wechat`, `qq`, `link`).
     pub contact_kinds: Vec<String>,

@@ -1372,6 +1372,31 @@ pub async fn decide_offer(
     Ok(decided)
 }
 
+/// Checks that `reporter` may report message `id`: a message of a conversation they take part in, visible to
+/// them, written by the other participant (404 otherwise; their own message is 422 `cannot_report_self`).
+pub async fn reportable_message(
+    db: &DatabaseConnection,
+    id: i64,
+    reporter: i64,
+) -> AppResult<message::Model> {
+    let m = message::Entity::find_by_id(id)
+        .one(db)
+        .await?
+        .filter(|m| m.visible_for(reporter))
+        .ok_or_else(|| AppError::not_found("message"))?;
+    participant_of(db, m.conversation_id, reporter)
+        .await
+        .map_err(|_| AppError::not_found("message"))?;
+    match m.sender_id {
+        Some(sender) if sender == reporter => Err(AppError::unprocessable(
+            "cannot_report_self",
+            "you cannot report your own message",
+        )),
+        Some(_) => Ok(m),
+        None => Err(AppError::not_found("message")),
+    }
+}
+
 /// Content security flagged the image of a chat message: the image is hidden from both participants.
 pub async fn hide_flagged_image(db: &DatabaseConnection, message_id: i64) -> AppResult<()> {
     message::Entity::update_many()

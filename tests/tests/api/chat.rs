@@ -334,6 +334,18 @@ app_test!(
         let sync = carol_ws.next_of("sync").await.unwrap();
         assert!(sync["messages"].as_array().unwrap().is_empty(), "{sync}");
 
+        // Carol cannot report what she cannot see; Alice can report Bob's message, not her own.
+        let report = |who: &Student, id: &Value| {
+            let body = json!({ "target_type": "message", "target_id": id, "reason": "harassment" });
+            let token = who.token.clone();
+            let app = &app;
+            async move { app.post("/api/v1/reports", Some(&token), &body).await }
+        };
+        assert_eq!(report(&carol, &m["id"]).await.0, StatusCode::NOT_FOUND);
+        let (s, b) = report(&alice, &m["id"]).await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+        assert_eq!(report(&bob, &m["id"]).await.1["code"], "cannot_report_self");
+
         // Nothing of theirs reached Carol's socket, and the seller never saw Carol's attempt.
         let (_, page) = app.get(&format!("/api/v1/conversations/{conv}/messages"), Some(&alice.token)).await;
         assert_eq!(page["items"].as_array().unwrap().len(), 2);
