@@ -304,7 +304,10 @@ async fn two_instances_share_chat_through_redis_and_a_killed_one_loses_nothing()
     let (alice, alice_id) = login(&http, &a.base, "alice-1").await;
     let (bob, bob_id) = login(&http, &b.base, "bob-1").await;
     let (_, alice_again_id) = login(&http, &b.base, "alice-2").await;
-    assert_eq!(alice_again_id, alice_id, "the same sandbox user on both instances");
+    assert_eq!(
+        alice_again_id, alice_id,
+        "the same sandbox user on both instances"
+    );
     let me: Value = http
         .get(format!("{}/api/v1/me", b.base))
         .bearer_auth(&alice)
@@ -348,12 +351,23 @@ async fn two_instances_share_chat_through_redis_and_a_killed_one_loses_nothing()
         .await
         .unwrap();
     let r = next_of(&mut alice_on_b, "read").await;
-    assert_eq!((r["user_id"].as_i64(), r["up_to"].as_i64()), (Some(bob_id), Some(m2)));
+    assert_eq!(
+        (r["user_id"].as_i64(), r["up_to"].as_i64()),
+        (Some(bob_id), Some(m2))
+    );
 
     // Alice sends a burst through B, and B is killed right after the last acknowledgement.
     let mut acked = Vec::new();
     for i in 0..20 {
-        acked.push(say(&mut alice_on_b, conv, &format!("burst-{i}"), &format!("第{i}条")).await);
+        acked.push(
+            say(
+                &mut alice_on_b,
+                conv,
+                &format!("burst-{i}"),
+                &format!("第{i}条"),
+            )
+            .await,
+        );
     }
     b.kill();
     // Meanwhile Bob keeps writing through A.
@@ -364,7 +378,9 @@ async fn two_instances_share_chat_through_redis_and_a_killed_one_loses_nothing()
 
     // Every message B acknowledged is stored (B published it to Redis, or not yet: Bob's sync finds it anyway).
     bob_on_a
-        .send(Message::text(json!({ "type": "sync", "since": m2 }).to_string()))
+        .send(Message::text(
+            json!({ "type": "sync", "since": m2 }).to_string(),
+        ))
         .await
         .unwrap();
     let sync = next_of(&mut bob_on_a, "sync").await;
@@ -375,14 +391,19 @@ async fn two_instances_share_chat_through_redis_and_a_killed_one_loses_nothing()
         .map(|m| m["id"].as_i64().unwrap())
         .collect();
     for id in &acked {
-        assert!(synced.contains(id), "acknowledged message {id} survived the kill");
+        assert!(
+            synced.contains(id),
+            "acknowledged message {id} survived the kill"
+        );
     }
 
     // Alice reconnects to A (her client retries) and catches up on what was written while B was down.
     let mut alice_on_a = connect(&a.base, &alice).await;
     let last_seen = *acked.last().unwrap();
     alice_on_a
-        .send(Message::text(json!({ "type": "sync", "since": last_seen }).to_string()))
+        .send(Message::text(
+            json!({ "type": "sync", "since": last_seen }).to_string(),
+        ))
         .await
         .unwrap();
     let sync = next_of(&mut alice_on_a, "sync").await;

@@ -27,7 +27,7 @@ pub enum Bus {
     /// One instance: the local hub is the whole audience.
     Local,
     /// Several instances sharing Redis pub/sub.
-    Redis(RedisBus),
+    Redis(Box<RedisBus>),
 }
 
 /// Publisher side of the Redis bus; the tasks are started by [`RedisBus::start`].

@@ -35,6 +35,7 @@ pub struct Card {
 
 /// Something to push to sockets once the transaction that produced it has committed.
 #[derive(Debug, Clone)]
+#[allow(clippy::large_enum_variant)] // short-lived, a handful per transaction
 pub(crate) enum Event {
     /// A new message; `own` marks the sender's own message, which the sending socket gets as its `ack` instead.
     Message {

@@ -22,6 +22,9 @@ pub type SocketId = u64;
 /// Frames waiting for one socket before it counts as too slow and is closed.
 pub const SOCKET_QUEUE: usize = 256;
 
+/// The sockets of each user on this instance, with the queues that feed them.
+type Sockets = HashMap<i64, Vec<(SocketId, mpsc::Sender<Arc<str>>)>>;
+
 /// A token bucket: `burst` sends at once, refilled at `per_minute`.
 #[derive(Debug, Clone)]
 struct Bucket {
@@ -41,7 +44,7 @@ pub struct Registration {
 /// The sockets of this instance.
 pub struct Hub {
     next_id: AtomicU64,
-    sockets: Mutex<HashMap<i64, Vec<(SocketId, mpsc::Sender<Arc<str>>)>>>,
+    sockets: Mutex<Sockets>,
     buckets: Mutex<HashMap<i64, Bucket>>,
     burst: f64,
     per_second: f64,
@@ -60,9 +63,7 @@ impl Hub {
         }
     }
 
-    fn sockets(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<i64, Vec<(SocketId, mpsc::Sender<Arc<str>>)>>> {
+    fn sockets(&self) -> std::sync::MutexGuard<'_, Sockets> {
         self.sockets.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -223,7 +224,7 @@ mod tests {
         assert_eq!(hub.local_count(1), 0);
         // What was queued is still readable, then the queue ends.
         let mut n = 0;
-        while let Ok(_) = slow.frames.try_recv() {
+        while slow.frames.try_recv().is_ok() {
             n += 1;
         }
         assert_eq!(n, SOCKET_QUEUE);

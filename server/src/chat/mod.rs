@@ -49,7 +49,11 @@ impl Chat {
                 let client = redis::Client::open(url.expose())
                     .map_err(|e| anyhow::anyhow!("REDIS_URL is not a valid Redis URL: {e}"))?;
                 (
-                    bus::Bus::Redis(bus::RedisBus::new(client, r.conn.clone(), &r.prefix)),
+                    bus::Bus::Redis(Box::new(bus::RedisBus::new(
+                        client,
+                        r.conn.clone(),
+                        &r.prefix,
+                    ))),
                     Some(r.clone()),
                 )
             }

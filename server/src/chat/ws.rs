@@ -536,6 +536,10 @@ async fn run(state: AppState, user: user::Model, token: String, mut socket: WebS
     hub.unregister(user_id, reg.id);
     if hub.local_count(user_id) == 0 {
         state.chat.presence.withdraw(user_id).await;
+        // A socket of the same user may have opened while the withdrawal was on its way.
+        if hub.local_count(user_id) > 0 {
+            state.chat.presence.announce(user_id).await;
+        }
     }
 }
 
