@@ -10,6 +10,10 @@ mod m20261124_000003_moderation;
 mod m20261124_000004_listings;
 mod m20261124_000005_forum;
 mod m20261124_000006_notifications;
+mod m20261124_000007_chat;
+
+/// The contact-sharing rules the chat migration seeds (the chat capability's unit tests check them).
+pub use m20261124_000007_chat::SEED_CONTACT_RULES;
 mod m20261124_000008_orders;
 mod m20261124_000009_search;
 mod m20261124_000010_operators;
@@ -27,6 +31,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261124_000004_listings::Migration),
             Box::new(m20261124_000005_forum::Migration),
             Box::new(m20261124_000006_notifications::Migration),
+            Box::new(m20261124_000007_chat::Migration),
             Box::new(m20261124_000008_orders::Migration),
             Box::new(m20261124_000009_search::Migration),
             Box::new(m20261124_000010_operators::Migration),

@@ -148,6 +148,18 @@ pub struct Config {
     pub sandbox_wechatpay_time_scale: u32,
     /// Orders and payments: deadlines, auto-completion, the platform fee, sweep cadence.
     pub orders: OrderSettings,
+    /// How often the server pings an open chat socket; a socket silent for 2.5 times this long is dropped.
+    pub chat_heartbeat: Duration,
+    /// Chat messages a student may send at once before the sustained rate applies.
+    pub chat_send_burst: u32,
+    /// Chat messages a student may send per minute, sustained.
+    pub chat_send_per_minute: u32,
+    /// WeChat subscribe-message template "new chat message" (`thing1` sender, `thing2` message, `thing3` listing,
+    /// `time4` time). `None`: no WeChat reminders for chat (the in-app unread count still works).
+    pub wechat_template_chat_message: Option<String>,
+    /// `miniprogram_state` of subscribe messages (`developer`, `trial`, `formal`); `None` means WeChat's default
+    /// (`formal`).
+    pub wechat_miniprogram_state: Option<String>,
 }
 
 /// Settings of orders and payments (read through `orders::settings`, so operator site settings can override
@@ -374,6 +386,31 @@ impl Config {
             bail!("SANDBOX_WECHATPAY_TIME_SCALE must be between 1 and 1000000");
         }
 
+        let chat_heartbeat_seconds: u64 = src.parse("CHAT_HEARTBEAT_SECONDS", 20)?;
+        if !(1..=300).contains(&chat_heartbeat_seconds) {
+            bail!("CHAT_HEARTBEAT_SECONDS must be between 1 and 300");
+        }
+        let chat_send_burst: u32 = src.parse("CHAT_SEND_BURST", 20)?;
+        let chat_send_per_minute: u32 = src.parse("CHAT_SEND_PER_MINUTE", 60)?;
+        if chat_send_burst == 0 || chat_send_per_minute == 0 {
+            bail!("CHAT_SEND_BURST and CHAT_SEND_PER_MINUTE must be at least 1");
+        }
+        let wechat_template_chat_message = src.get("WECHAT_TEMPLATE_CHAT_MESSAGE").or_else(|| {
+            matches!(wechat, WechatMode::Sandbox)
+                .then(|| crate::wechat::SANDBOX_TEMPLATE_CHAT_MESSAGE.to_string())
+        });
+        if wechat_template_chat_message
+            .as_ref()
+            .is_some_and(|t| t.len() > 128 || t.chars().any(char::is_whitespace))
+        {
+            bail!("WECHAT_TEMPLATE_CHAT_MESSAGE must be a template id of at most 128 characters");
+        }
+        let wechat_miniprogram_state = src.get("WECHAT_MINIPROGRAM_STATE");
+        if let Some(state) = &wechat_miniprogram_state
+            && !["developer", "trial", "formal"].contains(&state.as_str())
+        {
+            bail!("WECHAT_MINIPROGRAM_STATE must be developer, trial or formal");
+        }
         let max_connections = if database_url.starts_with("sqlite:") {
             8
         } else {
@@ -414,6 +451,11 @@ impl Config {
             wechatpay_transfer_report_infos,
             sandbox_wechatpay_mode,
             sandbox_wechatpay_time_scale,
+            chat_heartbeat: Duration::from_secs(chat_heartbeat_seconds),
+            chat_send_burst,
+            chat_send_per_minute,
+            wechat_template_chat_message,
+            wechat_miniprogram_state,
         })
     }
 
@@ -891,6 +933,24 @@ mod tests {
             .is_err(),
             "info_type is at most 15 characters"
         );
+    }
+
+    #[test]
+    fn chat_settings_have_defaults_and_bounds() {
+        let c = Config::from_vars(vars(&[])).unwrap();
+        assert_eq!(c.chat_heartbeat, Duration::from_secs(20));
+        assert_eq!((c.chat_send_burst, c.chat_send_per_minute), (20, 60));
+        assert_eq!(
+            c.wechat_template_chat_message.as_deref(),
+            Some(crate::wechat::SANDBOX_TEMPLATE_CHAT_MESSAGE)
+        );
+        let real =
+            Config::from_vars(vars(&[("WECHAT_APPID", "wx123"), ("WECHAT_SECRET", "s")])).unwrap();
+        assert_eq!(real.wechat_template_chat_message, None);
+        let err = Config::from_vars(vars(&[("CHAT_HEARTBEAT_SECONDS", "0")])).unwrap_err();
+        assert!(err.to_string().contains("CHAT_HEARTBEAT_SECONDS"));
+        let err = Config::from_vars(vars(&[("WECHAT_MINIPROGRAM_STATE", "beta")])).unwrap_err();
+        assert!(err.to_string().contains("WECHAT_MINIPROGRAM_STATE"));
     }
 
     #[test]

@@ -129,6 +129,13 @@ pub fn spawn(state: AppState) -> JoinHandle<()> {
             "retry shipping uploads",
             |s| async move { crate::payments::shipping::retry_due(&s).await },
         ),
+        // WeChat subscribe messages that are due (new ones are also sent at once after their commit).
+        every(
+            &state,
+            Duration::from_secs(5),
+            "send subscribe messages",
+            |s| async move { crate::notifications::outbox::run_due(&s).await },
+        ),
     ];
     tokio::spawn(async move {
         let _jobs = jobs;

@@ -69,6 +69,7 @@ pub type StudentApis = (
     notifications::api::NotificationsApi,
     search::api::SearchApi,
     orders::api::OrdersApi,
+    chat::api::ChatApi,
 );
 
 fn student_apis() -> StudentApis {
@@ -85,6 +86,7 @@ fn student_apis() -> StudentApis {
         notifications::api::NotificationsApi,
         search::api::SearchApi,
         orders::api::OrdersApi,
+        chat::api::ChatApi,
     )
 }
 
@@ -250,6 +252,7 @@ impl App {
 
         let (pay, pay_sandbox) =
             wechat::pay::setup(&config, wechat.appid(), &public_base_url, loopback)?;
+        let chat = Arc::new(chat::Chat::new(&config, &kv).await?);
 
         let media_dir = config.data_dir.join("media");
         let storage = storage::LocalStorage::new(&media_dir)
@@ -270,6 +273,7 @@ impl App {
             settings: Default::default(),
             pay,
             pay_sandbox,
+            chat,
         });
         // Load the segmentation dictionary now, off the async threads, not in the first search.
         tokio::task::spawn_blocking(search::segment::warm_up);
@@ -285,6 +289,8 @@ impl App {
         let api = student_api();
         let admin = admin_api();
         let mut route = Route::new()
+            // The chat socket is a plain poem route (not OpenAPI); the exact path wins over the `/api` nest.
+            .at("/api/v1/ws", poem::get(chat::ws::connect))
             .nest("/api/docs", api.swagger_ui())
             .nest("/api/openapi.json", api.spec_endpoint())
             .nest("/api", api)
@@ -335,14 +341,25 @@ impl App {
         let jobs = jobs::spawn(state.clone());
         // The sandbox's WeChat Pay notifications (resumed from DATA_DIR after a restart).
         let pay_sandbox = state.pay_sandbox.as_ref().map(|p| p.start());
+        let chat_tasks = state.chat.start().await;
         tracing::info!(addr = %self.local_addr, public_base_url = %state.public_base_url, "campus_trade listening");
         let grace = state.config.shutdown_grace;
+        // Chat sockets are told to reconnect elsewhere as soon as the shutdown begins.
+        let hub = Arc::clone(&state.chat.hub);
+        let shutdown = async move {
+            shutdown.await;
+            hub.shut_down();
+        };
         poem::Server::new_with_acceptor(self.acceptor)
             .run_with_graceful_shutdown(Self::endpoint(&state), shutdown, Some(grace))
             .await
             .context("serving HTTP")?;
         jobs.abort();
         if let Some(task) = pay_sandbox {
+            task.abort();
+        }
+        state.chat.hub.shut_down();
+        for task in chat_tasks {
             task.abort();
         }
         // Buffered view counts are written before the pool closes.

@@ -40,6 +40,8 @@ pub struct Inner {
     pub settings: crate::settings::SettingsCache,
     /// The fake WeChat Pay under `/sandbox/wechatpay`, present when WeChat Pay is the sandbox.
     pub pay_sandbox: Option<Arc<crate::wechat::sandbox::pay::PaySandbox>>,
+    /// Chat's runtime: this instance's sockets, the bus to the other instances, presence, contact rules.
+    pub chat: Arc<crate::chat::Chat>,
 }
 
 impl AppState {

@@ -7,6 +7,7 @@
 
 pub mod bench;
 pub mod seed;
+pub mod ws;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 

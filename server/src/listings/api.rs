@@ -679,8 +679,8 @@ impl ListingsApi {
         auth: StudentAuth,
         id: Path<i64>,
     ) -> AppResult<Done> {
-        service::transition(
-            &state.db,
+        service::transition_delivering(
+            &state,
             id.0,
             Actor::Seller(auth.0.id()),
             Transition::Delete,
@@ -892,7 +892,8 @@ impl ListingsApi {
         id: i64,
         t: Transition,
     ) -> AppResult<Json<ListingDetail>> {
-        let l = service::transition(&state.db, id, Actor::Seller(auth.0.id()), t, None).await?;
+        let l =
+            service::transition_delivering(state, id, Actor::Seller(auth.0.id()), t, None).await?;
         Ok(Json(
             detail(state, l, &auth.0.user, Some(&auth.0.user)).await?,
         ))

@@ -17,6 +17,7 @@ use super::model::{
     price_change,
 };
 use crate::{
+    chat,
     error::{AppError, AppResult},
     images,
     moderation::{self, Scene, Verdict},
@@ -501,9 +502,9 @@ pub async fn update(
         .copied()
         .filter(|i| !old_images.contains(i))
         .collect();
-    let updated = state
+    let (updated, cards) = state
         .db
-        .transaction::<_, listing::Model, AppError>(move |txn| {
+        .transaction::<_, (listing::Model, chat::cards::Delivery), AppError>(move |txn| {
             Box::pin(async move {
                 let new_status = match (&review_label, current.status) {
                     (Some(_), Status::OnSale | Status::Reserved) => Status::PendingReview,
@@ -567,13 +568,29 @@ pub async fn update(
                 if let Some(doc) = &search_doc {
                     crate::search::index::upsert(txn, id, doc).await?;
                 }
-                listing::Entity::find_by_id(id)
+                let row = listing::Entity::find_by_id(id)
                     .one(txn)
                     .await?
-                    .ok_or_else(|| AppError::not_found("listing"))
+                    .ok_or_else(|| AppError::not_found("listing"))?;
+                // Buyers already talking about the item hear of the new price in their conversations.
+                let cards = if input.price != current.price {
+                    chat::cards::listing_changed_in(
+                        txn,
+                        &row,
+                        chat::cards::ListingChange::PriceChanged {
+                            old: current.price,
+                            new: input.price,
+                        },
+                    )
+                    .await?
+                } else {
+                    chat::cards::Delivery::default()
+                };
+                Ok((row, cards))
             })
         })
         .await?;
+    chat::cards::deliver(state, cards);
     if !new_images.is_empty() {
         let imgs = images::service::for_targets(&state.db, "listing", &[id])
             .await?
@@ -602,6 +619,9 @@ pub enum Actor {
 
 /// Applies one transition of the state machine as a single conditional UPDATE in a transaction. A transition
 /// that the current status does not allow is 409 `invalid_transition` carrying that status.
+///
+/// For callers without the application state: the chat cards a transition writes are stored, and clients see
+/// them at their next sync; [`transition_delivering`] also pushes them at once.
 pub async fn transition(
     db: &DatabaseConnection,
     id: i64,
@@ -615,7 +635,24 @@ pub async fn transition(
     Ok(row)
 }
 
-/// [`transition`] inside the caller's transaction (for capabilities that change more in the same commit).
+/// [`transition`], pushing the chat cards it writes (listing reserved, back on sale, sold) to the open sockets
+/// of the listing's conversations after the commit.
+pub async fn transition_delivering(
+    state: &AppState,
+    id: i64,
+    actor: Actor,
+    t: Transition,
+    label: Option<String>,
+) -> AppResult<listing::Model> {
+    let txn = state.db.begin().await?;
+    let (row, cards) = transition_in_with_cards(&txn, id, actor, t, label).await?;
+    txn.commit().await?;
+    chat::cards::deliver(state, cards);
+    Ok(row)
+}
+
+/// [`transition`] inside the caller's transaction (for capabilities that change more in the same commit). The
+/// chat cards it writes reach sockets at the clients' next sync; use [`transition_in_with_cards`] to push them.
 pub async fn transition_in(
     txn: &impl ConnectionTrait,
     id: i64,
@@ -623,15 +660,39 @@ pub async fn transition_in(
     t: Transition,
     label: Option<String>,
 ) -> AppResult<listing::Model> {
+    let (row, _stored_not_pushed) = transition_in_with_cards(txn, id, actor, t, label).await?;
+    Ok(row)
+}
+
+/// [`transition_in`], also returning the chat cards it wrote into the listing's conversations, for
+/// [`chat::cards::deliver`] after the commit.
+pub async fn transition_in_with_cards(
+    txn: &impl ConnectionTrait,
+    id: i64,
+    actor: Actor,
+    t: Transition,
+    label: Option<String>,
+) -> AppResult<(listing::Model, chat::cards::Delivery)> {
     apply_transition(txn, id, actor, t, label, matches!(actor, Actor::System)).await
 }
 
 /// Whether the listing has an order that is not finished (pending payment, paid, handed over, disputed, …).
 /// Such a listing cannot be removed by an operator: the order has to be settled first.
 ///
-/// The orders capability fills this in (issue #6); until orders exist there is never one.
-pub async fn has_open_order(_txn: &impl ConnectionTrait, _listing_id: i64) -> AppResult<bool> {
-    Ok(false)
+pub async fn has_open_order(txn: &impl ConnectionTrait, listing_id: i64) -> AppResult<bool> {
+    use crate::orders::model::{OrderStatus, order};
+    let open = order::Entity::find()
+        .filter(order::Column::ListingId.eq(listing_id))
+        .filter(order::Column::Status.is_in([
+            OrderStatus::PendingPayment,
+            OrderStatus::PendingHandover,
+            OrderStatus::Paid,
+            OrderStatus::RefundRequested,
+            OrderStatus::Disputed,
+        ]))
+        .one(txn)
+        .await?;
+    Ok(open.is_some())
 }
 
 /// An operator takes a listing down with a reason the seller reads in their inbox (in the same transaction).
@@ -648,7 +709,7 @@ pub async fn remove_by_operator_in(
             "this listing has an open order; settle the order (or its dispute) before removing the listing",
         ));
     }
-    let row = apply_transition(
+    let (row, _cards) = apply_transition(
         txn,
         id,
         Actor::System,
@@ -690,7 +751,8 @@ pub async fn all_of_seller(
         .await?)
 }
 
-/// The state machine's one conditional UPDATE; `notify` tells the seller about moderation transitions.
+/// The state machine's one conditional UPDATE; `notify` tells the seller about moderation transitions. Returns
+/// the listing and the chat cards written into its conversations.
 async fn apply_transition(
     txn: &impl ConnectionTrait,
     id: i64,
@@ -698,7 +760,7 @@ async fn apply_transition(
     t: Transition,
     label: Option<String>,
     notify: bool,
-) -> AppResult<listing::Model> {
+) -> AppResult<(listing::Model, chat::cards::Delivery)> {
     // The conditional UPDATE comes first (with the seller in its WHERE), the read after it: on SQLite a
     // transaction that reads first and writes later fails when another connection committed in between.
     let (from, to) = t.rule();
@@ -768,7 +830,17 @@ async fn apply_transition(
         images::service::detach_all(txn, "listing", id).await?;
         crate::search::index::remove(txn, id).await?;
     }
-    Ok(row)
+    let change = match t {
+        Transition::Reserve => Some(chat::cards::ListingChange::Reserved),
+        Transition::Unreserve => Some(chat::cards::ListingChange::BackOnSale),
+        Transition::MarkSold => Some(chat::cards::ListingChange::Sold),
+        _ => None,
+    };
+    let cards = match change {
+        Some(change) => chat::cards::listing_changed_in(txn, &row, change).await?,
+        None => chat::cards::Delivery::default(),
+    };
+    Ok((row, cards))
 }
 
 /// Tells the seller, in the same transaction, what content security or an operator did to their listing.

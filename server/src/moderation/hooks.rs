@@ -8,7 +8,8 @@ use super::model::media_check;
 use crate::{error::AppResult, state::AppState};
 
 /// Called for every image check decided `risky` or `review`: the content it belongs to leaves the public feeds
-/// and waits for an operator (a listing moves to `pending_review` with the label; a published post is hidden).
+/// and waits for an operator (a listing moves to `pending_review` with the label; a published post is hidden; the
+/// image of a chat message is hidden).
 pub async fn media_flagged(state: &AppState, check: &media_check::Model) -> AppResult<()> {
     tracing::warn!(
         check = check.id,
@@ -32,6 +33,9 @@ pub async fn media_flagged(state: &AppState, check: &media_check::Model) -> AppR
                 crate::forum::service::Moderation::Hide("image_flagged"),
             )
             .await
+        }
+        "chat_message" => {
+            crate::chat::service::hide_flagged_image(&state.db, check.target_id).await
         }
         _ => Ok(()),
     }

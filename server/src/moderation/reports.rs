@@ -64,7 +64,7 @@ pub enum TargetType {
     Post,
     Comment,
     User,
-    /// Chat messages: not reportable until the chat capability exists (422 `not_reportable_yet`).
+    /// A chat message the other participant sent you (it waits for an operator; nothing is hidden).
     Message,
 }
 
@@ -142,10 +142,7 @@ pub async fn file_report(
     let me = Some(reporter.id);
     match target {
         TargetType::Message => {
-            return Err(AppError::unprocessable(
-                "not_reportable_yet",
-                "messages cannot be reported yet",
-            ));
+            crate::chat::service::reportable_message(db, target_id, reporter.id).await?;
         }
         TargetType::Listing => {
             listings::service::visible(db, target_id, me).await?;
@@ -479,9 +476,9 @@ pub struct ReportsApi;
 
 #[OpenApi]
 impl ReportsApi {
-    /// Report a listing, post, comment or user you can see. One open report per target (409
-    /// `already_reported`); `message` answers 422 `not_reportable_yet` until chat exists. Enough reports from
-    /// different students hide the target until an operator decides.
+    /// Report a listing, post, comment or user you can see, or a chat message the other participant sent you.
+    /// One open report per target (409 `already_reported`). Enough reports from different students hide a
+    /// listing, post or comment until an operator decides.
     #[oai(
         path = "/v1/reports",
         method = "post",

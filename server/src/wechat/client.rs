@@ -39,6 +39,20 @@ pub struct Code2Session {
     pub session_key: Secret,
 }
 
+/// One subscribe message (`POST /cgi-bin/message/subscribe/send`).
+#[derive(Debug, Clone)]
+pub struct SubscribeMessage {
+    /// The receiver's openid.
+    pub touser: String,
+    pub template_id: String,
+    /// The Mini Program page the message opens, e.g. `pages/chat/conversation?id=7`.
+    pub page: Option<String>,
+    /// `{"thing1": {"value": "…"}, …}`, keyed by the template's keywords.
+    pub data: Value,
+    /// `developer`, `trial` or `formal` (WeChat's default).
+    pub miniprogram_state: Option<String>,
+}
+
 #[derive(Deserialize)]
 struct Code2SessionBody {
     openid: String,
@@ -271,6 +285,32 @@ impl MiniProgram {
             }
         }
         unreachable!("the loop returns on its second attempt")
+    }
+
+    /// `POST /cgi-bin/message/subscribe/send`: a subscribe message to `msg.touser`. `data` goes out as a JSON object
+    /// (`{"thing1": {"value": "…"}}`), never as a string. A user who did not subscribe (or whose one-time
+    /// subscription was used up) is WeChat's 43101.
+    pub async fn subscribe_send(&self, msg: &SubscribeMessage) -> Result<(), WechatError> {
+        let mut body = serde_json::json!({
+            "touser": msg.touser,
+            "template_id": msg.template_id,
+            "data": msg.data,
+            "lang": "zh_CN",
+        });
+        if let Some(page) = &msg.page {
+            body["page"] = page.as_str().into();
+        }
+        if let Some(state) = &msg.miniprogram_state {
+            body["miniprogram_state"] = state.as_str().into();
+        }
+        let _: Value = self
+            .call(
+                reqwest::Method::POST,
+                "/cgi-bin/message/subscribe/send",
+                Some(&body),
+            )
+            .await?;
+        Ok(())
     }
 
     /// `GET /cgi-bin/get_api_domain_ip`: the addresses of WeChat's API servers. A cheap authenticated call used

@@ -19,6 +19,9 @@ pub const SANDBOX_SECRET: &str = "sandbox-app-secret-not-for-production";
 /// The message-push token used in sandbox mode when `WECHAT_PUSH_TOKEN` is not set. Not a secret either: the
 /// sandbox signs its pushes with it, and the service checks them with it.
 pub const SANDBOX_PUSH_TOKEN: &str = "campustradesandboxpushtoken";
+/// The subscribe-message template "new chat message" in sandbox mode (keywords `thing1` sender, `thing2` message,
+/// `thing3` listing, `time4` time), used when `WECHAT_TEMPLATE_CHAT_MESSAGE` is not set.
+pub const SANDBOX_TEMPLATE_CHAT_MESSAGE: &str = "sandbox-tmpl-chat-new-message";
 
 /// A failed call to WeChat.
 #[derive(Debug, thiserror::Error)]

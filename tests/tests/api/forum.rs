@@ -485,8 +485,8 @@ app_test!(
         assert_eq!(s, StatusCode::OK, "{b}");
         let (s, b) = report(&bob, "post", id).await;
         assert_eq!((s, b["code"].as_str()), (StatusCode::CONFLICT, Some("already_reported")));
-        let (s, b) = report(&bob, "message", 1).await;
-        assert_eq!((s, b["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("not_reportable_yet")));
+        let (s, b) = report(&bob, "message", 999_999).await;
+        assert_eq!((s, b["code"].as_str()), (StatusCode::NOT_FOUND, Some("not_found")));
         let (s, _) = report(&bob, "post", 999_999).await;
         assert_eq!(s, StatusCode::NOT_FOUND);
         let (s, b) = app.post("/api/v1/reports", Some(&bob.token), &json!({ "target_type": "post", "target_id": id, "reason": "boring" })).await;

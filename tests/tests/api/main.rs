@@ -1,6 +1,7 @@
 //! Black-box API tests: one binary (one link) with a module per capability.
 
 mod admin;
+mod chat;
 mod forum;
 mod foundation;
 mod images;

@@ -11,10 +11,12 @@
 //!
 //! Content security (`msg_sec_check`, `media_check_async` and the `wxa_media_check` push back to the service)
 //! lives in [`security`]. The fake WeChat Pay (`/sandbox/wechatpay`, and `upload_shipping_info` here) lives in
-//! [`pay`].
+//! [`pay`]; subscribe messages (`message/subscribe/send` and one-time
+//! subscriptions) in [`subscribe`].
 
 pub mod pay;
 mod security;
+mod subscribe;
 
 use std::{
     collections::HashMap,
@@ -44,6 +46,8 @@ pub struct Sandbox {
     /// For what WeChat itself fetches and sends: media downloads and pushes.
     http: reqwest::Client,
     inner: Mutex<Inner>,
+    /// Subscribe messages: templates, one-time subscriptions, and what was sent.
+    subscribe: Mutex<subscribe::State>,
 }
 
 #[derive(Default)]
@@ -81,6 +85,7 @@ impl Sandbox {
                 keywords: security::seed_keywords(),
                 ..Inner::default()
             }),
+            subscribe: Mutex::new(subscribe::State::default()),
         })
     }
 
@@ -354,6 +359,10 @@ pub fn routes(sandbox: Arc<Sandbox>) -> impl poem::Endpoint {
             "/wxa/sec/order/upload_shipping_info",
             post(pay::shipping::upload_shipping_info),
         )
+        .at("/cgi-bin/message/subscribe/send", post(subscribe::send))
+        .at("/_sandbox/subscriptions", post(subscribe::grant))
+        .at("/_sandbox/subscribe-messages", get(subscribe::received))
+        .at("/_sandbox/templates", post(subscribe::add_template))
         .data(sandbox)
 }
 
