@@ -583,10 +583,13 @@ pub struct HotQuery {
     pub searches: i64,
 }
 
+/// A school's hot list and when it was computed.
+type HotList = (Instant, Arc<Vec<HotQuery>>);
+
 /// Hot lists per school, each with when it was computed.
 #[derive(Default)]
 pub struct HotCache {
-    lists: Mutex<HashMap<i64, (Instant, Arc<Vec<HotQuery>>)>>,
+    lists: Mutex<HashMap<i64, HotList>>,
 }
 
 /// The most searched queries of a school (0: every school) over the last [`HOT_DAYS`] days, without queries
