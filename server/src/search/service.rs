@@ -297,11 +297,15 @@ async fn relevance_page(
         }
         None => String::new(),
     };
+    // The page is cut from the window first and only its rows are joined back to `listings` (joining the whole
+    // window before sorting would read every row of it twice).
     let sql = format!(
         "WITH w AS MATERIALIZED ({inner}) \
-         SELECT listings.*, w.score AS search_score, (SELECT COUNT(*) FROM w) AS search_total \
-         FROM w JOIN listings ON listings.id = w.id {keyset} \
-         ORDER BY w.score, w.id DESC LIMIT {take}",
+         SELECT listings.*, p.score AS search_score, p.total AS search_total \
+         FROM (SELECT w.id AS id, w.score AS score, (SELECT COUNT(*) FROM w) AS total \
+               FROM w {keyset} ORDER BY w.score, w.id DESC LIMIT {take}) p \
+         JOIN listings ON listings.id = p.id \
+         ORDER BY p.score, p.id DESC",
         inner = built.sql,
         take = limit + 1,
     );
