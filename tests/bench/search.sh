@@ -71,6 +71,8 @@ head -3 "$WORK/search.txt"
 # One pass over every query first: the page cache warms up and the suggestion vocabulary is built.
 while read -r url; do curl -fs -o /dev/null "$url" || echo "FAILED: $url"; done < "$WORK/search.txt"
 while read -r url; do curl -fs -o /dev/null "$url" || echo "FAILED: $url"; done < "$WORK/suggest.txt"
+echo "== in-process costs (no HTTP)"
+"$BIN/loadgen" search-micro
 # Time each query alone (one connection, nothing else running): which queries are expensive.
 echo "== single-request latency per query (slowest 10), ms"
 while read -r url; do

@@ -68,6 +68,66 @@ async fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
+        "search-micro" => {
+            // In-process costs, without HTTP: building a school's suggestion vocabulary, one completion, parsing
+            // a query, segmenting a title.
+            let config = campus_trade::Config::from_env()?;
+            let db = campus_trade::db::connect(&config).await?;
+            let started = Instant::now();
+            let vocab = campus_trade::search::suggest::build(&db, 1)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+            println!(
+                "suggestion vocabulary: {} entries built in {:.0} ms",
+                vocab.len(),
+                started.elapsed().as_secs_f64() * 1000.0
+            );
+            let prefixes: Vec<String> = bench::suggest_prefixes()
+                .iter()
+                .map(|p| campus_trade::search::segment::fold(p))
+                .collect();
+            let rounds = 200usize;
+            let started = Instant::now();
+            let mut found = 0usize;
+            for _ in 0..rounds {
+                for p in &prefixes {
+                    found += vocab.complete(p, 10).len();
+                }
+            }
+            let per = started.elapsed().as_secs_f64() * 1e6 / (rounds * prefixes.len()) as f64;
+            println!("completion: {per:.2} µs per prefix ({found} completions)");
+            let queries = bench::search_queries();
+            let started = Instant::now();
+            for _ in 0..20 {
+                for (q, _) in &queries {
+                    let _ = campus_trade::search::query::Query::parse(q);
+                }
+            }
+            let per = started.elapsed().as_secs_f64() * 1e6 / (20 * queries.len()) as f64;
+            println!("query parsing: {per:.1} µs per query");
+            let mut rng = rand::rng();
+            let texts: Vec<(String, String)> = (0..2000)
+                .map(|_| {
+                    let (item, _, brands) = campus_trade_tests::seed::ITEMS
+                        [rand::Rng::random_range(
+                            &mut rng,
+                            0..campus_trade_tests::seed::ITEMS.len(),
+                        )];
+                    campus_trade_tests::seed::listing_text(&mut rng, item, brands)
+                })
+                .collect();
+            let started = Instant::now();
+            for (title, description) in &texts {
+                let _ = campus_trade::search::index::Doc::new(
+                    title,
+                    "自行车 自行车与出行",
+                    description,
+                );
+            }
+            let per = started.elapsed().as_secs_f64() * 1e6 / texts.len() as f64;
+            println!("segmenting a listing (title, category, description): {per:.1} µs");
+            Ok(())
+        }
         "search-urls" | "suggest-urls" => {
             let base: String = args.get("--base", "http://127.0.0.1:8080".to_string());
             let base = base.trim_end_matches('/').to_string();
