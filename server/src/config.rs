@@ -125,6 +125,9 @@ pub struct Config {
     pub report_hide_threshold: u32,
     /// Search: how many of the newest matches the `relevance` sort ranks (and `total` counts up to).
     pub search_rank_window: u32,
+    /// Search (SQLite): from how many index matches on the `newest` and price sorts check each listing while
+    /// walking the sort's index, instead of collecting every match first.
+    pub search_probe_from: u64,
     /// Search: how long a school's suggestion vocabulary is served before it is rebuilt.
     pub search_suggest_refresh: Duration,
     /// How often new listings are matched against saved searches.
@@ -328,6 +331,10 @@ impl Config {
         if !(10..=100_000).contains(&search_rank_window) {
             bail!("SEARCH_RANK_WINDOW must be between 10 and 100000");
         }
+        let search_probe_from: u64 = src.parse("SEARCH_PROBE_FROM", 10_000)?;
+        if search_probe_from == 0 {
+            bail!("SEARCH_PROBE_FROM must be at least 1");
+        }
         let search_suggest_refresh_seconds: u64 =
             src.parse("SEARCH_SUGGEST_REFRESH_SECONDS", 300)?;
         if !(1..=86_400).contains(&search_suggest_refresh_seconds) {
@@ -440,6 +447,7 @@ impl Config {
             image_sweep_interval: Duration::from_secs(image_sweep_seconds),
             report_hide_threshold,
             search_rank_window,
+            search_probe_from,
             search_suggest_refresh: Duration::from_secs(search_suggest_refresh_seconds),
             saved_search_interval: Duration::from_secs(saved_search_interval_seconds),
             operator_session_ttl: Duration::from_secs(operator_session_hours * 3600),
@@ -784,6 +792,7 @@ mod tests {
     fn search_settings_have_defaults_and_bounds() {
         let c = Config::from_vars(vars(&[])).unwrap();
         assert_eq!(c.search_rank_window, 1000);
+        assert_eq!(c.search_probe_from, 10_000);
         assert_eq!(c.search_suggest_refresh, Duration::from_secs(300));
         assert_eq!(c.saved_search_interval, Duration::from_secs(5));
         let c = Config::from_vars(vars(&[
@@ -797,6 +806,7 @@ mod tests {
             ("SEARCH_RANK_WINDOW", "5"),
             ("SEARCH_SUGGEST_REFRESH_SECONDS", "0"),
             ("SAVED_SEARCH_INTERVAL_SECONDS", "0"),
+            ("SEARCH_PROBE_FROM", "0"),
         ] {
             let err = Config::from_vars(vars(&[(name, bad)])).unwrap_err();
             assert!(err.to_string().contains(name), "{err}");

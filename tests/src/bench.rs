@@ -124,10 +124,14 @@ pub async fn run_http(spec: Arc<LoadSpec>) -> anyhow::Result<LoadResult> {
     })
 }
 
-/// How many rows seeding wrote.
+/// How many rows seeding wrote, and how long the listings and their search index took.
 pub struct SeedReport {
     pub listings: u64,
     pub sellers: u64,
+    pub listings_seconds: f64,
+    pub index_seconds: f64,
+    /// On-disk size of the search index.
+    pub index_bytes: i64,
 }
 
 /// Writes `count` listings of the demo school (with sellers and a cover image each) straight into the database
@@ -331,4 +335,211 @@ pub async fn run_notify_bench(
         paid_events,
         signing_seconds,
     })
+}
+
+/// The search benchmark's 200 queries, as students type them: single words, brands with items, condition words,
+/// phrases and exclusions (130 queries), then 70 of them again with a sort or a filter. Each is the query and the
+/// extra URL parameters; `{category:slug}` stands for that category's id.
+pub fn search_queries() -> Vec<(String, String)> {
+    const WORDS: &[&str] = &[
+        "自行车",
+        "山地自行车",
+        "台灯",
+        "护眼台灯",
+        "高数",
+        "高等数学",
+        "线代",
+        "教材",
+        "考研",
+        "考研英语",
+        "考研政治",
+        "408",
+        "四六级",
+        "雅思",
+        "笔记",
+        "iPad",
+        "ipad air",
+        "iPhone",
+        "AirPods",
+        "耳机",
+        "蓝牙耳机",
+        "键盘",
+        "机械键盘",
+        "鼠标",
+        "显示器",
+        "笔记本电脑",
+        "游戏本",
+        "手机",
+        "华为手机",
+        "小米",
+        "相机",
+        "拍立得",
+        "Switch",
+        "吹风机",
+        "电风扇",
+        "床垫",
+        "椅子",
+        "羽毛球拍",
+        "篮球",
+        "运动鞋",
+        "行李箱",
+        "门票",
+        "健身卡",
+        "吉他",
+        "电动车",
+        "滑板车",
+        "Kindle",
+        "移动硬盘",
+        "充电宝",
+        "数据结构",
+    ];
+    const BRANDED: &[&str] = &[
+        "捷安特 自行车",
+        "美利达",
+        "罗技 鼠标",
+        "罗技 键盘",
+        "小米 台灯",
+        "索尼 耳机",
+        "戴尔 显示器",
+        "联想 笔记本",
+        "拯救者",
+        "iPad 2021",
+        "ipad mini",
+        "iphone13",
+        "iPhone 14",
+        "华为 mate",
+        "佳能 相机",
+        "尤尼克斯 羽毛球拍",
+        "耐克 运动鞋",
+        "李宁",
+        "王道 408",
+        "李永乐",
+        "肖秀荣",
+        "同济 高数",
+        "周杰伦 门票",
+        "雅马哈 吉他",
+        "戴森 吹风机",
+        "九号 电动车",
+        "小牛",
+        "JBL 音箱",
+        "新东方 四六级",
+        "谭浩强 C语言",
+        "MacBook Air",
+        "Apple Watch",
+        "索尼微单",
+        "富士 相机",
+        "达尔优",
+        "安克 移动电源",
+        "匡威",
+        "波司登 羽绒服",
+        "优衣库 卫衣",
+        "红双喜",
+    ];
+    const MODIFIED: &[&str] = &[
+        "九成新 自行车",
+        "全新 iPad",
+        "毕业出",
+        "宿舍 台灯",
+        "99新 耳机",
+        "低价 教材",
+        "急出 电动车",
+        "闲置 键盘",
+        "可小刀",
+        "送配件",
+        "全新未拆 AirPods",
+        "九成新 显示器",
+        "八成新 相机",
+        "自用 吹风机",
+        "毕业出 床垫",
+        "限本校 自行车",
+        "带发票 笔记本电脑",
+        "原价购入 耳机",
+        "面交 台灯",
+        "黑色 羽绒服",
+        "白色 运动鞋",
+        "可送到宿舍 电风扇",
+        "低价转让 考研资料",
+        "九成新 游戏本",
+        "闲置 Switch",
+        "全新 四件套",
+        "急出 iPhone",
+        "二手 自行车",
+        "二手教材",
+        "考研资料 全套",
+    ];
+    const SYNTAX: &[&str] = &[
+        "\"山地 自行车\"",
+        "自行车 -电动",
+        "耳机 -蓝牙",
+        "\"考研 英语\"",
+        "iPad -Pro",
+        "台灯 -LED",
+        "\"iPad Air\"",
+        "手机 -华为",
+        "\"机械 键盘\"",
+        "教材 -考研",
+    ];
+    const VARIANTS: &[&str] = &[
+        "sort=newest",
+        "sort=price_asc",
+        "sort=price_desc",
+        "max_price=50000",
+        "min_price=1000&max_price=30000",
+        "condition=like_new&condition=new",
+        "category_id={category:electronics}",
+    ];
+    let base: Vec<&str> = WORDS
+        .iter()
+        .chain(BRANDED)
+        .chain(MODIFIED)
+        .chain(SYNTAX)
+        .copied()
+        .collect();
+    let mut out: Vec<(String, String)> = base
+        .iter()
+        .map(|q| (q.to_string(), String::new()))
+        .collect();
+    for (i, q) in base.iter().take(200 - base.len()).enumerate() {
+        out.push((q.to_string(), VARIANTS[i % VARIANTS.len()].to_string()));
+    }
+    out
+}
+
+/// Prefixes a student types on the way to the benchmark's queries (the first one to three characters of each),
+/// for the suggestion benchmark.
+pub fn suggest_prefixes() -> Vec<String> {
+    let mut out = Vec::new();
+    for (q, _) in search_queries().into_iter().take(130) {
+        let q = q.trim_matches('"').trim_start_matches('-');
+        let chars: Vec<char> = q.chars().collect();
+        let n = if chars.first().is_some_and(|c| c.is_ascii()) {
+            3
+        } else {
+            1
+        };
+        for len in [n, n + 1] {
+            if len <= chars.len() {
+                let p: String = chars[..len].iter().collect();
+                if !out.contains(&p) {
+                    out.push(p);
+                }
+            }
+        }
+    }
+    out.truncate(200);
+    out
+}
+
+/// Percent-encodes a query-string value.
+pub fn url_encode(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(b as char)
+            }
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
 }

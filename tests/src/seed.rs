@@ -1,6 +1,6 @@
 //! Realistic bulk data for benchmarks: campus listings with Chinese titles built from word lists, their sellers
 //! and cover images, and WeChat Pay orders waiting for their payment notification, written straight into the
-//! database in large transactions.
+//! database in large transactions, then their search index (built and timed separately, as a reindex would).
 
 use anyhow::Context;
 use campus_trade::{
@@ -9,69 +9,129 @@ use campus_trade::{
     users::model::{campus, school, user},
 };
 use rand::{Rng, SeedableRng, rngs::StdRng, seq::IndexedRandom};
+use std::{collections::HashMap, sync::Arc};
+
+use campus_trade::search::index::Doc;
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter,
-    TransactionTrait,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait,
+    QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
 };
 
 use crate::bench::SeedReport;
 
-/// (item, category slug): what students sell.
-pub const ITEMS: &[(&str, &str)] = &[
-    ("山地自行车", "bicycles"),
-    ("公路自行车", "bicycles"),
-    ("折叠自行车", "bicycles"),
-    ("二手自行车", "bicycles"),
-    ("电动车", "e-bikes"),
-    ("电动滑板车", "scooters"),
-    ("护眼台灯", "lamps"),
-    ("LED台灯", "lamps"),
-    ("高等数学教材", "textbooks"),
-    ("线性代数课本", "textbooks"),
-    ("大学物理教材", "textbooks"),
-    ("C语言程序设计", "textbooks"),
-    ("考研英语真题", "exam-prep"),
-    ("考研数学复习全书", "exam-prep"),
-    ("408计算机考研资料", "exam-prep"),
-    ("公务员考试资料", "exam-prep"),
-    ("四六级词汇书", "exam-prep"),
-    ("期末复习笔记", "notes"),
-    ("三体全集", "leisure-books"),
-    ("iPad 2021", "tablets"),
-    ("iPad Air", "tablets"),
-    ("AirPods Pro", "audio"),
-    ("蓝牙耳机", "audio"),
-    ("机械键盘", "accessories"),
-    ("无线鼠标", "accessories"),
-    ("移动电源", "accessories"),
-    ("27寸显示器", "computers"),
-    ("笔记本电脑", "computers"),
-    ("游戏本", "computers"),
-    ("iPhone 13", "phones"),
-    ("小米手机", "phones"),
-    ("华为手机", "phones"),
-    ("佳能相机", "cameras"),
-    ("拍立得", "cameras"),
-    ("吹风机", "small-appliances"),
-    ("小电锅", "small-appliances"),
-    ("电风扇", "small-appliances"),
-    ("收纳箱", "storage"),
-    ("床垫", "bedding"),
-    ("四件套", "bedding"),
-    ("羽毛球拍", "ball-sports"),
-    ("篮球", "ball-sports"),
-    ("瑜伽垫", "fitness"),
-    ("哑铃", "fitness"),
-    ("露营帐篷", "outdoor"),
-    ("卫衣", "clothes"),
-    ("羽绒服", "clothes"),
-    ("运动鞋", "shoes"),
-    ("双肩包", "bags"),
-    ("行李箱", "bags"),
-    ("演唱会门票", "event-tickets"),
-    ("健身卡", "memberships"),
-    ("雨伞", "daily"),
-    ("晾衣架", "daily"),
+/// What students sell: (item, category slug, brands or models that go with it).
+pub const ITEMS: &[(&str, &str, &[&str])] = &[
+    (
+        "山地自行车",
+        "bicycles",
+        &["捷安特", "美利达", "喜德盛", "永久", "凤凰"],
+    ),
+    ("公路自行车", "bicycles", &["捷安特", "崔克", "美利达"]),
+    ("折叠自行车", "bicycles", &["大行", "小布"]),
+    ("二手自行车", "bicycles", &[]),
+    ("自行车锁", "bicycles", &[]),
+    ("电动车", "e-bikes", &["雅迪", "爱玛", "小牛", "九号"]),
+    ("电动滑板车", "scooters", &["小米", "九号"]),
+    ("头盔", "e-bikes", &[]),
+    ("护眼台灯", "lamps", &["小米", "飞利浦", "欧普"]),
+    ("LED台灯", "lamps", &[]),
+    ("床头小夜灯", "lamps", &[]),
+    ("高等数学教材", "textbooks", &["同济第七版", "同济第八版"]),
+    ("高数习题册", "textbooks", &[]),
+    ("线性代数课本", "textbooks", &["同济"]),
+    ("概率论与数理统计", "textbooks", &["浙大版"]),
+    ("大学物理教材", "textbooks", &[]),
+    ("大学英语综合教程", "textbooks", &[]),
+    ("马克思主义基本原理", "textbooks", &[]),
+    ("数据结构", "textbooks", &["严蔚敏"]),
+    ("计算机网络", "textbooks", &["谢希仁"]),
+    ("操作系统", "textbooks", &[]),
+    ("电路分析", "textbooks", &[]),
+    ("模拟电路", "textbooks", &[]),
+    ("C语言程序设计", "textbooks", &["谭浩强"]),
+    ("Java程序设计", "textbooks", &[]),
+    ("Python编程从入门到实践", "leisure-books", &[]),
+    ("考研英语真题", "exam-prep", &["黄皮书", "张剑"]),
+    ("考研政治", "exam-prep", &["肖秀荣", "徐涛"]),
+    ("考研数学复习全书", "exam-prep", &["李永乐", "张宇"]),
+    ("408计算机考研资料", "exam-prep", &["王道", "天勤"]),
+    ("四六级词汇书", "exam-prep", &["新东方"]),
+    ("雅思真题", "exam-prep", &["剑桥"]),
+    ("托福词汇", "exam-prep", &[]),
+    ("教资面试资料", "exam-prep", &[]),
+    ("公务员考试资料", "exam-prep", &["粉笔", "华图"]),
+    ("期末复习笔记", "notes", &[]),
+    ("课堂笔记", "notes", &[]),
+    ("三体全集", "leisure-books", &[]),
+    ("活着 余华", "leisure-books", &[]),
+    (
+        "iPad",
+        "tablets",
+        &["2021", "2022", "Air 4", "Air 5", "mini 6", "Pro 11"],
+    ),
+    ("华为平板", "tablets", &["MatePad", "MatePad Pro"]),
+    ("小米平板", "tablets", &["5", "6"]),
+    ("Kindle", "tablets", &["Paperwhite", "青春版"]),
+    ("AirPods", "audio", &["Pro", "二代", "三代"]),
+    ("蓝牙耳机", "audio", &["索尼", "漫步者", "华为"]),
+    ("降噪耳机", "audio", &["索尼", "Bose"]),
+    ("蓝牙音箱", "audio", &["JBL", "小米"]),
+    ("机械键盘", "accessories", &["罗技", "樱桃", "达尔优"]),
+    ("无线鼠标", "accessories", &["罗技", "雷蛇", "小米"]),
+    ("移动电源", "accessories", &["小米", "安克"]),
+    ("移动硬盘", "accessories", &["西部数据", "希捷"]),
+    ("路由器", "accessories", &["华为", "TP-LINK"]),
+    ("显示器", "computers", &["27寸", "24寸", "戴尔", "AOC"]),
+    (
+        "笔记本电脑",
+        "computers",
+        &["联想", "戴尔", "华硕", "惠普", "MacBook Air"],
+    ),
+    ("游戏本", "computers", &["拯救者", "ROG", "暗影精灵"]),
+    ("iPhone", "phones", &["12", "13", "14", "15"]),
+    ("华为手机", "phones", &["Mate 40", "P50", "nova 9"]),
+    ("小米手机", "phones", &["红米K50", "小米13"]),
+    ("OPPO手机", "phones", &["Reno 8"]),
+    ("智能手表", "phones", &["Apple Watch", "华为手表"]),
+    ("相机", "cameras", &["佳能", "尼康", "索尼微单", "富士"]),
+    ("拍立得", "cameras", &["mini11", "mini12"]),
+    ("Switch游戏机", "computers", &["续航版", "OLED"]),
+    ("吹风机", "small-appliances", &["戴森", "飞科"]),
+    ("小电锅", "small-appliances", &[]),
+    ("电风扇", "small-appliances", &["美的", "艾美特"]),
+    ("加湿器", "small-appliances", &[]),
+    ("电热水壶", "small-appliances", &[]),
+    ("收纳箱", "storage", &[]),
+    ("书架", "storage", &[]),
+    ("床垫", "bedding", &["1米2", "0.9米"]),
+    ("四件套", "bedding", &[]),
+    ("床帘", "bedding", &[]),
+    ("椅子", "daily", &[]),
+    ("插线板", "daily", &["公牛"]),
+    ("晾衣架", "daily", &[]),
+    ("雨伞", "daily", &[]),
+    ("羽毛球拍", "ball-sports", &["尤尼克斯", "李宁", "威克多"]),
+    ("篮球", "ball-sports", &["斯伯丁", "威尔胜"]),
+    ("足球", "ball-sports", &[]),
+    ("乒乓球拍", "ball-sports", &["红双喜"]),
+    ("瑜伽垫", "fitness", &[]),
+    ("哑铃", "fitness", &[]),
+    ("滑板", "outdoor", &[]),
+    ("露营帐篷", "outdoor", &[]),
+    ("卫衣", "clothes", &["优衣库"]),
+    ("羽绒服", "clothes", &["波司登"]),
+    ("汉服", "clothes", &[]),
+    ("运动鞋", "shoes", &["耐克", "阿迪达斯", "李宁", "安踏"]),
+    ("帆布鞋", "shoes", &["匡威"]),
+    ("双肩包", "bags", &[]),
+    ("行李箱", "bags", &["24寸", "20寸"]),
+    ("演唱会门票", "event-tickets", &["周杰伦", "五月天"]),
+    ("健身卡", "memberships", &[]),
+    ("游泳卡", "memberships", &[]),
+    ("吉他", "misc", &["雅马哈"]),
+    ("尤克里里", "misc", &[]),
+    ("乐高", "misc", &[]),
+    ("绿植", "misc", &[]),
 ];
 
 pub const PREFIXES: &[&str] = &[
@@ -84,6 +144,8 @@ pub const PREFIXES: &[&str] = &[
     "急出",
     "99新",
     "闲置",
+    "",
+    "",
 ];
 pub const SUFFIXES: &[&str] = &[
     "送配件",
@@ -93,6 +155,9 @@ pub const SUFFIXES: &[&str] = &[
     "面交优先",
     "带发票",
     "原价购入",
+    "黑色",
+    "白色",
+    "",
     "",
 ];
 pub const SENTENCES: &[&str] = &[
@@ -103,15 +168,36 @@ pub const SENTENCES: &[&str] = &[
     "价格可以商量，诚心要的私聊。",
     "买来基本没怎么用过。",
     "有使用痕迹，介意勿拍。",
+    "东区宿舍自取，也可以送到楼下。",
+    "配件齐全，包装盒还在。",
+    "考完试了用不上了。",
 ];
 
-/// A title and description that read like a real listing of that item.
-pub fn listing_text(rng: &mut impl Rng, item: &str) -> (String, String) {
+/// A title and description that read like a real listing of that item (and maybe its brand or model).
+pub fn listing_text(rng: &mut impl Rng, item: &str, brands: &[&str]) -> (String, String) {
     let prefix = PREFIXES.choose(rng).expect("non-empty");
     let suffix = SUFFIXES.choose(rng).expect("non-empty");
-    let title = format!("{prefix} {item} {suffix}").trim().to_string();
+    let brand = if brands.is_empty() || rng.random_ratio(1, 4) {
+        ""
+    } else {
+        brands.choose(rng).expect("non-empty")
+    };
+    // Latin brands and models go after the item ("iPad Air 4"), Chinese ones before ("捷安特山地自行车").
+    let named = if brand.is_empty() {
+        item.to_string()
+    } else if brand.chars().next().is_some_and(|c| c.is_ascii()) || brand.ends_with('版') {
+        format!("{item} {brand}")
+    } else {
+        format!("{brand}{item}")
+    };
+    let title: String = [*prefix, named.as_str(), *suffix]
+        .iter()
+        .filter(|p| !p.is_empty())
+        .copied()
+        .collect::<Vec<_>>()
+        .join(" ");
     let description = format!(
-        "{prefix}{item}。{}{}",
+        "{prefix}{named}。{}{}",
         SENTENCES.choose(rng).expect("non-empty"),
         SENTENCES.choose(rng).expect("non-empty")
     );
@@ -174,6 +260,7 @@ pub async fn seed_listings(
     }
     txn.commit().await?;
 
+    let started = std::time::Instant::now();
     let mut rng = StdRng::seed_from_u64(20261124);
     let first_listing = next_id(&db, "listings").await?;
     let first_image = next_id(&db, "images").await?;
@@ -185,8 +272,8 @@ pub async fn seed_listings(
         let mut images = Vec::with_capacity(n as usize);
         for k in 0..n {
             let i = done + k;
-            let (item, slug) = ITEMS.choose(&mut rng).expect("non-empty");
-            let (title, description) = listing_text(&mut rng, item);
+            let (item, slug, brands) = ITEMS.choose(&mut rng).expect("non-empty");
+            let (title, description) = listing_text(&mut rng, item, brands);
             let listing_id = first_listing + i as i64;
             let image_id = first_image + i as i64;
             let seller = first_user + (i % sellers) as i64;
@@ -255,6 +342,27 @@ pub async fn seed_listings(
         txn.commit().await?;
         done += n;
     }
+    let listings_seconds = started.elapsed().as_secs_f64();
+
+    // The search index, built separately (and timed separately) from the rows just written, as a reindex would.
+    let started = std::time::Instant::now();
+    let names: HashMap<i64, String> = categories
+        .iter()
+        .map(|c| {
+            let parent = c
+                .parent_id
+                .and_then(|p| categories.iter().find(|k| k.id == p));
+            let names = match parent {
+                Some(p) => format!("{} {}", c.name_zh, p.name_zh),
+                None => c.name_zh.clone(),
+            };
+            (c.id, names)
+        })
+        .collect();
+    build_search_index(&db, Arc::new(names), first_listing - 1).await?;
+    let index_seconds = started.elapsed().as_secs_f64();
+    let index_bytes = index_size(&db).await?;
+
     if db.get_database_backend() == DbBackend::Postgres {
         for table in ["users", "listings", "images"] {
             db.execute_unprepared(&format!(
@@ -270,6 +378,9 @@ pub async fn seed_listings(
     Ok(SeedReport {
         listings: count,
         sellers,
+        listings_seconds,
+        index_seconds,
+        index_bytes,
     })
 }
 
@@ -407,6 +518,93 @@ pub async fn seed_pending_orders(
     db.execute_unprepared("ANALYZE").await?;
     db.close().await?;
     Ok(out)
+}
+
+/// Rows read, segmented and written per round of the index build.
+const INDEX_BATCH: u64 = 8_000;
+
+/// Indexes every listing with an id above `after`: one task reads and segments (on the blocking pool, both cores),
+/// the other writes, so segmenting the next batch overlaps writing this one.
+async fn build_search_index(
+    db: &DatabaseConnection,
+    category_names: Arc<HashMap<i64, String>>,
+    after: i64,
+) -> anyhow::Result<()> {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<(i64, Doc)>>(2);
+    let reader_db = db.clone();
+    let reader = tokio::spawn(async move {
+        let mut last = after;
+        loop {
+            let rows: Vec<(i64, String, String, i64)> = listing::Entity::find()
+                .select_only()
+                .column(listing::Column::Id)
+                .column(listing::Column::Title)
+                .column(listing::Column::Description)
+                .column(listing::Column::CategoryId)
+                .filter(listing::Column::Id.gt(last))
+                .order_by_asc(listing::Column::Id)
+                .limit(INDEX_BATCH)
+                .into_tuple()
+                .all(&reader_db)
+                .await?;
+            let Some(end) = rows.last().map(|r| r.0) else {
+                break;
+            };
+            last = end;
+            // Two halves on two blocking threads.
+            let half = rows.len().div_ceil(2);
+            let mut parts = Vec::new();
+            for part in rows.chunks(half) {
+                let part = part.to_vec();
+                let names = Arc::clone(&category_names);
+                parts.push(tokio::task::spawn_blocking(move || {
+                    part.into_iter()
+                        .map(|(id, title, description, category)| {
+                            let cat = names.get(&category).map(String::as_str).unwrap_or("");
+                            (id, Doc::new(&title, cat, &description))
+                        })
+                        .collect::<Vec<_>>()
+                }));
+            }
+            let mut docs = Vec::with_capacity(rows.len());
+            for p in parts {
+                docs.extend(p.await?);
+            }
+            if tx.send(docs).await.is_err() {
+                break;
+            }
+        }
+        anyhow::Ok(())
+    });
+    while let Some(docs) = rx.recv().await {
+        let txn = db.begin().await?;
+        for chunk in docs.chunks(2_000) {
+            campus_trade::search::index::insert_many(&txn, chunk)
+                .await
+                .map_err(|e| anyhow::anyhow!("writing index rows: {e:?}"))?;
+        }
+        txn.commit().await?;
+    }
+    reader.await??;
+    Ok(())
+}
+
+/// Bytes the search index takes on disk (SQLite: its FTS5 shadow tables; PostgreSQL: table, TOAST and indexes).
+async fn index_size(db: &DatabaseConnection) -> anyhow::Result<i64> {
+    let sql = match db.get_database_backend() {
+        DbBackend::Postgres => "SELECT pg_total_relation_size('listing_search')::bigint AS n",
+        _ => {
+            "SELECT CAST(SUM(pgsize) AS INTEGER) AS n FROM dbstat WHERE name LIKE 'listing_search%'"
+        }
+    };
+    let row = db
+        .query_one_raw(sea_orm::Statement::from_string(
+            db.get_database_backend(),
+            sql,
+        ))
+        .await?
+        .context("no row")?;
+    Ok(row.try_get::<i64>("", "n")?)
 }
 
 /// The next free id of a table (explicit ids let listings and their cover images refer to each other in bulk).

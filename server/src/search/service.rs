@@ -20,7 +20,7 @@ use std::{
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait, FromQueryResult,
-    QueryFilter, QueryOrder, QuerySelect, QueryTrait, Statement,
+    QueryFilter, QueryOrder, QuerySelect, Statement,
     sea_query::{Alias, Condition, Expr, OnConflict, Order, Query as SqlQuery},
 };
 
@@ -104,12 +104,18 @@ pub async fn search(
                 SearchSort::PriceDesc => Sort::PriceDesc,
                 _ => Sort::Newest,
             };
-            let matching = match_condition(state.db.get_database_backend(), &query);
+            let backend = state.db.get_database_backend();
             let total = if first_page {
-                Some(count_capped(&state.db, cond.clone(), matching.clone(), window).await?)
+                Some(count_window(&state.db, &query, cond.clone(), window).await?)
             } else {
                 None
             };
+            // SQLite: a word in many listings is checked listing by listing while walking the sort's index (a
+            // page needs few of them); a rarer one is looked up once in the index and its matches sorted.
+            let probe_from = state.config.search_probe_from;
+            let probe = backend != DbBackend::Postgres
+                && count_index_matches(&state.db, &query, probe_from).await? >= probe_from as i64;
+            let matching = match_condition(backend, &query, probe);
             let select = listing::Entity::find().filter(cond).filter(matching);
             let page = listings::sorted_page(
                 &state.db,
@@ -153,13 +159,19 @@ pub async fn search(
     })
 }
 
-/// `listings.id` is among the index rows matching the query. (Custom SQL placeholders are `$1` for PostgreSQL,
-/// `?` for SQLite.)
-fn match_condition(backend: DbBackend, q: &Query) -> Condition {
+/// `listings.id` is among the index rows matching the query: the set of matches (`IN`), or, with `probe`, a
+/// lookup of this listing's row in the index (`EXISTS … rowid = listings.id`). Custom SQL placeholders are `$1`
+/// for PostgreSQL, `?` for SQLite.
+fn match_condition(backend: DbBackend, q: &Query, probe: bool) -> Condition {
     let expr = match backend {
         DbBackend::Postgres => Expr::cust_with_values(
             "listings.id IN (SELECT listing_id FROM listing_search WHERE doc @@ CAST($1 AS tsquery))",
             [q.tsquery()],
+        ),
+        _ if probe => Expr::cust_with_values(
+            "EXISTS (SELECT 1 FROM listing_search WHERE listing_search MATCH ? \
+             AND listing_search.rowid = listings.id)",
+            [q.fts5_match()],
         ),
         _ => Expr::cust_with_values(
             "listings.id IN (SELECT rowid FROM listing_search WHERE listing_search MATCH ?)",
@@ -169,20 +181,72 @@ fn match_condition(backend: DbBackend, q: &Query) -> Condition {
     Condition::all().add(expr)
 }
 
-/// How many listings match, counting no further than `cap`.
-async fn count_capped(
-    db: &DatabaseConnection,
+/// The index side of a search: matching listings (joined, so `cond` applies), newest first, with their score
+/// when `scored` (lower is better on both backends). The index hands its matches over in id order, so a `LIMIT`
+/// on this stops early without scoring or even looking at the rest.
+fn window_select(
+    backend: DbBackend,
+    q: &Query,
     cond: Condition,
-    matching: Condition,
-    cap: u64,
+    scored: bool,
+) -> sea_orm::sea_query::SelectStatement {
+    let mut inner = SqlQuery::select();
+    inner.expr_as(
+        Expr::col((listing::Entity, listing::Column::Id)),
+        Alias::new("id"),
+    );
+    match backend {
+        DbBackend::Postgres => {
+            let tsq = q.tsquery();
+            if scored {
+                inner.expr_as(
+                    Expr::cust_with_values(
+                        "CAST(-ts_rank('{0.05, 0.2, 0.4, 1.0}', listing_search.doc, CAST($1 AS tsquery)) AS double precision)",
+                        [tsq.clone()],
+                    ),
+                    Alias::new("score"),
+                );
+            }
+            inner
+                .from(Alias::new("listing_search"))
+                .inner_join(
+                    listing::Entity,
+                    Expr::cust("listings.id = listing_search.listing_id"),
+                )
+                .and_where(Expr::cust_with_values(
+                    "listing_search.doc @@ CAST($1 AS tsquery)",
+                    [tsq],
+                ))
+                .order_by_expr(Expr::cust("listing_search.listing_id"), Order::Desc);
+        }
+        _ => {
+            if scored {
+                inner.expr_as(
+                    Expr::cust("bm25(listing_search, 10.0, 4.0, 1.0)"),
+                    Alias::new("score"),
+                );
+            }
+            inner
+                .from(Alias::new("listing_search"))
+                .inner_join(
+                    listing::Entity,
+                    Expr::cust("listings.id = listing_search.rowid"),
+                )
+                .and_where(Expr::cust_with_values(
+                    "listing_search MATCH ?",
+                    [q.fts5_match()],
+                ))
+                .order_by_expr(Expr::cust("listing_search.rowid"), Order::Desc);
+        }
+    }
+    inner.cond_where(cond);
+    inner
+}
+
+async fn count_of(
+    db: &DatabaseConnection,
+    inner: sea_orm::sea_query::SelectStatement,
 ) -> AppResult<i64> {
-    let inner = listing::Entity::find()
-        .select_only()
-        .column(listing::Column::Id)
-        .filter(cond)
-        .filter(matching)
-        .limit(cap)
-        .into_query();
     let q = SqlQuery::select()
         .expr_as(Expr::cust("COUNT(*)"), Alias::new("n"))
         .from_subquery(inner, Alias::new("t"))
@@ -193,6 +257,32 @@ async fn count_capped(
         .await?
         .ok_or_else(|| AppError::internal(anyhow::anyhow!("COUNT returned no row")))?;
     Ok(row.try_get::<i64>("", "n")?)
+}
+
+/// How many listings match (filters included), counting no further than `cap`, newest first from the index.
+async fn count_window(
+    db: &DatabaseConnection,
+    q: &Query,
+    cond: Condition,
+    cap: u64,
+) -> AppResult<i64> {
+    let mut inner = window_select(db.get_database_backend(), q, cond, false);
+    inner.limit(cap);
+    count_of(db, inner).await
+}
+
+/// How many index rows match the words (any status, no filters), counting no further than `cap` (SQLite).
+async fn count_index_matches(db: &DatabaseConnection, q: &Query, cap: u64) -> AppResult<i64> {
+    let inner = SqlQuery::select()
+        .expr(Expr::cust("rowid"))
+        .from(Alias::new("listing_search"))
+        .and_where(Expr::cust_with_values(
+            "listing_search MATCH ?",
+            [q.fts5_match()],
+        ))
+        .limit(cap)
+        .to_owned();
+    count_of(db, inner).await
 }
 
 /// The cursor tag of a relevance page: the sort and a fingerprint of the query, so a cursor only continues the
@@ -233,54 +323,9 @@ async fn relevance_page(
         None => None,
     };
 
-    // The window: matching public listings, newest first (the index hands them over in rowid order without
-    // ranking them all), each with its score. Lower scores are better on both backends.
-    let mut inner = SqlQuery::select();
-    inner.expr_as(
-        Expr::col((listing::Entity, listing::Column::Id)),
-        Alias::new("id"),
-    );
-    match backend {
-        DbBackend::Postgres => {
-            let tsq = q.tsquery();
-            inner
-                .expr_as(
-                    Expr::cust_with_values(
-                        "CAST(-ts_rank('{0.05, 0.2, 0.4, 1.0}', listing_search.doc, CAST($1 AS tsquery)) AS double precision)",
-                        [tsq.clone()],
-                    ),
-                    Alias::new("score"),
-                )
-                .from(Alias::new("listing_search"))
-                .inner_join(
-                    listing::Entity,
-                    Expr::cust("listings.id = listing_search.listing_id"),
-                )
-                .and_where(Expr::cust_with_values(
-                    "listing_search.doc @@ CAST($1 AS tsquery)",
-                    [tsq],
-                ))
-                .order_by_expr(Expr::cust("listing_search.listing_id"), Order::Desc);
-        }
-        _ => {
-            inner
-                .expr_as(
-                    Expr::cust("bm25(listing_search, 10.0, 4.0, 1.0)"),
-                    Alias::new("score"),
-                )
-                .from(Alias::new("listing_search"))
-                .inner_join(
-                    listing::Entity,
-                    Expr::cust("listings.id = listing_search.rowid"),
-                )
-                .and_where(Expr::cust_with_values(
-                    "listing_search MATCH ?",
-                    [q.fts5_match()],
-                ))
-                .order_by_expr(Expr::cust("listing_search.rowid"), Order::Desc);
-        }
-    }
-    inner.cond_where(cond).limit(window);
+    // The window: matching listings, newest first, each with its score.
+    let mut inner = window_select(backend, q, cond, true);
+    inner.limit(window);
     let built = backend.build(&inner);
     let mut values = built.values.map(|v| v.0).unwrap_or_default();
     let mut param = |v: sea_orm::Value| {
@@ -297,11 +342,15 @@ async fn relevance_page(
         }
         None => String::new(),
     };
+    // The page is cut from the window first and only its rows are joined back to `listings` (joining the whole
+    // window before sorting would read every row of it twice).
     let sql = format!(
         "WITH w AS MATERIALIZED ({inner}) \
-         SELECT listings.*, w.score AS search_score, (SELECT COUNT(*) FROM w) AS search_total \
-         FROM w JOIN listings ON listings.id = w.id {keyset} \
-         ORDER BY w.score, w.id DESC LIMIT {take}",
+         SELECT listings.*, p.score AS search_score, p.total AS search_total \
+         FROM (SELECT w.id AS id, w.score AS score, (SELECT COUNT(*) FROM w) AS total \
+               FROM w {keyset} ORDER BY w.score, w.id DESC LIMIT {take}) p \
+         JOIN listings ON listings.id = p.id \
+         ORDER BY p.score, p.id DESC",
         inner = built.sql,
         take = limit + 1,
     );

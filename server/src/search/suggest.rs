@@ -207,6 +207,15 @@ pub async fn vocabulary(state: &AppState, school: i64) -> AppResult<Arc<Vocabula
             let state = state.clone();
             tokio::spawn(async move {
                 let _guard = state.search.suggest.building.lock().await;
+                // Several requests may have asked at once: the first rebuild serves them all.
+                if state
+                    .search
+                    .suggest
+                    .current(school)
+                    .is_some_and(|(at, _)| at.elapsed() < refresh)
+                {
+                    return;
+                }
                 match build(&state.db, school).await {
                     Ok(v) => state.search.suggest.store(school, Arc::new(v)),
                     Err(e) => {

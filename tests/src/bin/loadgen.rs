@@ -5,6 +5,9 @@
 //! loadgen seed-listings --count 100000          # uses DATA_DIR / DATABASE_URL like the server
 //! loadgen http --url 'http://127.0.0.1:8080/api/v1/listings/{id}' --id-max 100000 --concurrency 64 --seconds 20
 //! loadgen notify --orders 3000 --concurrency 32  # payment notifications/s, service in-process (BIND, DATA_DIR…)
+//! loadgen search-urls --base http://127.0.0.1:8080 > urls.txt     # the 200 search benchmark queries
+//! loadgen suggest-urls --base http://127.0.0.1:8080 > prefixes.txt
+//! loadgen http --url-file urls.txt --concurrency 32 --seconds 20
 //! ```
 
 use std::{
@@ -16,7 +19,8 @@ use campus_trade_tests::bench;
 
 fn usage() -> ! {
     eprintln!(
-        "usage:\n  loadgen seed-listings --count N\n  loadgen notify [--orders N] [--concurrency C]\n  loadgen http --url URL [--url URL ...] [--id-max N] [--concurrency C] [--seconds S] [--warmup S]\n\
+        "usage:\n  loadgen seed-listings --count N\n  loadgen notify [--orders N] [--concurrency C]\n  loadgen http (--url URL [--url URL ...] | --url-file FILE) [--id-max N] [--concurrency C] [--seconds S] [--warmup S]\n\
+         \x20 loadgen search-urls --base BASE_URL\n  loadgen suggest-urls --base BASE_URL\n\
          URL may contain {{id}} (a random id in 1..=id-max)"
     );
     std::process::exit(2)
@@ -55,10 +59,13 @@ async fn main() -> anyhow::Result<()> {
             let started = Instant::now();
             let report = bench::seed_listings(&config, count).await?;
             println!(
-                "seeded {} listings ({} sellers) in {:.1} s",
+                "seeded {} listings ({} sellers) in {:.1} s: listings {:.1} s, search index {:.1} s, index size {:.1} MiB",
                 report.listings,
                 report.sellers,
-                started.elapsed().as_secs_f64()
+                started.elapsed().as_secs_f64(),
+                report.listings_seconds,
+                report.index_seconds,
+                report.index_bytes as f64 / 1024.0 / 1024.0
             );
             Ok(())
         }
@@ -72,8 +79,131 @@ async fn main() -> anyhow::Result<()> {
             println!("{result}");
             Ok(())
         }
+        "search-micro" => {
+            // In-process costs, without HTTP: building a school's suggestion vocabulary, one completion, parsing
+            // a query, segmenting a title.
+            let config = campus_trade::Config::from_env()?;
+            let db = campus_trade::db::connect(&config).await?;
+            let started = Instant::now();
+            let vocab = campus_trade::search::suggest::build(&db, 1)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+            println!(
+                "suggestion vocabulary: {} entries built in {:.0} ms",
+                vocab.len(),
+                started.elapsed().as_secs_f64() * 1000.0
+            );
+            let prefixes: Vec<String> = bench::suggest_prefixes()
+                .iter()
+                .map(|p| campus_trade::search::segment::fold(p))
+                .collect();
+            let rounds = 200usize;
+            let started = Instant::now();
+            let mut found = 0usize;
+            for _ in 0..rounds {
+                for p in &prefixes {
+                    found += vocab.complete(p, 10).len();
+                }
+            }
+            let per = started.elapsed().as_secs_f64() * 1e6 / (rounds * prefixes.len()) as f64;
+            println!("completion: {per:.2} µs per prefix ({found} completions)");
+            let queries = bench::search_queries();
+            let started = Instant::now();
+            for _ in 0..20 {
+                for (q, _) in &queries {
+                    let _ = campus_trade::search::query::Query::parse(q);
+                }
+            }
+            let per = started.elapsed().as_secs_f64() * 1e6 / (20 * queries.len()) as f64;
+            println!("query parsing: {per:.1} µs per query");
+            let mut rng = rand::rng();
+            let texts: Vec<(String, String)> = (0..2000)
+                .map(|_| {
+                    let (item, _, brands) = campus_trade_tests::seed::ITEMS
+                        [rand::Rng::random_range(
+                            &mut rng,
+                            0..campus_trade_tests::seed::ITEMS.len(),
+                        )];
+                    campus_trade_tests::seed::listing_text(&mut rng, item, brands)
+                })
+                .collect();
+            let started = Instant::now();
+            for (title, description) in &texts {
+                let _ = campus_trade::search::index::Doc::new(
+                    title,
+                    "自行车 自行车与出行",
+                    description,
+                );
+            }
+            let per = started.elapsed().as_secs_f64() * 1e6 / texts.len() as f64;
+            println!("segmenting a listing (title, category, description): {per:.1} µs");
+            Ok(())
+        }
+        "search-urls" | "suggest-urls" => {
+            let base: String = args.get("--base", "http://127.0.0.1:8080".to_string());
+            let base = base.trim_end_matches('/').to_string();
+            let http = reqwest::Client::new();
+            let schools: serde_json::Value = http
+                .get(format!("{base}/api/v1/schools"))
+                .send()
+                .await?
+                .json()
+                .await?;
+            let school = schools
+                .as_array()
+                .and_then(|a| a.iter().find(|s| s["slug"] == "demo-university"))
+                .and_then(|s| s["id"].as_i64())
+                .unwrap_or(1);
+            if command == "suggest-urls" {
+                for p in bench::suggest_prefixes() {
+                    println!(
+                        "{base}/api/v1/search/suggest?q={}&school_id={school}",
+                        bench::url_encode(&p)
+                    );
+                }
+                return Ok(());
+            }
+            let cats: serde_json::Value = http
+                .get(format!("{base}/api/v1/categories"))
+                .send()
+                .await?
+                .json()
+                .await?;
+            let mut extra_ids = std::collections::HashMap::new();
+            for parent in cats.as_array().into_iter().flatten() {
+                extra_ids.insert(
+                    format!("{{category:{}}}", parent["slug"].as_str().unwrap_or("")),
+                    parent["id"].as_i64().unwrap_or(0),
+                );
+            }
+            for (q, extra) in bench::search_queries() {
+                let mut extra = extra;
+                for (k, v) in &extra_ids {
+                    extra = extra.replace(k, &v.to_string());
+                }
+                let extra = if extra.is_empty() {
+                    String::new()
+                } else {
+                    format!("&{extra}")
+                };
+                println!(
+                    "{base}/api/v1/search?q={}&school_id={school}{extra}",
+                    bench::url_encode(&q)
+                );
+            }
+            Ok(())
+        }
         "http" => {
-            let urls = args.all("--url");
+            let mut urls = args.all("--url");
+            for file in args.all("--url-file") {
+                urls.extend(
+                    std::fs::read_to_string(&file)?
+                        .lines()
+                        .map(str::trim)
+                        .filter(|l| !l.is_empty())
+                        .map(str::to_string),
+                );
+            }
             if urls.is_empty() {
                 usage();
             }

@@ -334,8 +334,9 @@ app_test!(
 
 app_test!(
     async fn filters_sorts_and_cursors_work_as_in_browsing(backend) {
-        // A small rank window, so a query can match more listings than it.
-        let app = TestApp::spawn_with(backend, &[("SEARCH_RANK_WINDOW", "10")]).await;
+        // A small rank window, so a query can match more listings than it; on SQLite, words in 6 or more listings
+        // are sorted by checking listings one by one along the sort's index, rarer ones by collecting their matches.
+        let app = TestApp::spawn_with(backend, &[("SEARCH_RANK_WINDOW", "10"), ("SEARCH_PROBE_FROM", "6")]).await;
         let d = demo(&app).await;
         corpus(&app, &d).await;
 
@@ -410,6 +411,10 @@ app_test!(
         assert_eq!((by_price["total"].as_i64(), by_price["total_is_estimate"].as_bool()), (Some(10), Some(true)));
         let (_, few) = search(&app, "九成新", "").await;
         assert_eq!((few["total"].as_i64(), few["total_is_estimate"].as_bool()), (Some(5), Some(false)));
+        let (_, few) = search(&app, "九成新", "sort=price_asc").await;
+        assert_eq!(prices(&few), vec![600, 800, 3_500, 9_000, 35_000], "a rarer word, collected then sorted");
+        let (_, few) = search(&app, "九成新", "sort=price_desc&limit=2").await;
+        assert_eq!(prices(&few), vec![35_000, 9_000]);
     }
 );
 
