@@ -171,7 +171,9 @@ pub async fn delete_account(state: &AppState, user_id: i64) -> AppResult<()> {
     Ok(())
 }
 
-/// The `AND NOT EXISTS (open order)` part of the deletion's UPDATE; empty until orders exist.
+/// The `AND NOT EXISTS (open order)` part of the deletion's UPDATE (`$4` is the user id): an order waiting for
+/// payment or hand-over, paid, or in a refund or dispute keeps the account.
 fn open_order_guard() -> &'static str {
-    ""
+    " AND NOT EXISTS (SELECT 1 FROM orders o WHERE (o.buyer_id = $4 OR o.seller_id = $4) \
+     AND o.status IN ('pending_payment', 'pending_handover', 'paid', 'refund_requested', 'disputed'))"
 }

@@ -432,3 +432,27 @@ app_test!(
         assert_eq!(s, StatusCode::UNAUTHORIZED);
     }
 );
+
+app_test!(
+    async fn an_account_with_an_open_order_cannot_be_deleted(backend) {
+        let app = TestApp::spawn(backend).await;
+        let seller = app.demo_student("seller").await;
+        let buyer = app.demo_student("buyer").await;
+        let lamp = app.sell(&seller, "台灯", 3_000).await;
+        let (s, order) = app.post("/api/v1/orders", Some(&buyer.token), &json!({ "listing_id": lamp, "payment_method": "offline" })).await;
+        assert_eq!(s, StatusCode::OK, "{order}");
+        for who in [&buyer, &seller] {
+            let (s, _, body) = app.send(reqwest::Method::DELETE, "/api/v1/me", Some(&who.token), None).await;
+            assert_eq!(s, StatusCode::CONFLICT, "{body}");
+            assert_eq!(body["code"], "open_orders");
+            let (s, _) = app.get("/api/v1/me", Some(&who.token)).await;
+            assert_eq!(s, StatusCode::OK, "the account is still there");
+        }
+        // Once the order is cancelled, the buyer may go.
+        let id = order["id"].as_i64().unwrap();
+        let (s, body) = app.post(&format!("/api/v1/orders/{id}/cancel"), Some(&buyer.token), &json!({ "reason": "不需要了" })).await;
+        assert_eq!(s, StatusCode::OK, "{body}");
+        let (s, _, _) = app.send(reqwest::Method::DELETE, "/api/v1/me", Some(&buyer.token), None).await;
+        assert_eq!(s, StatusCode::NO_CONTENT);
+    }
+);
