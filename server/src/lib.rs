@@ -258,6 +258,7 @@ impl App {
         let storage = storage::LocalStorage::new(&media_dir)
             .with_context(|| format!("creating the media folder {}", media_dir.display()))?;
 
+        let write_gate = db::WriteGate::for_backend(db.get_database_backend());
         let state = AppState::new(state::Inner {
             config,
             db,
@@ -274,6 +275,7 @@ impl App {
             pay,
             pay_sandbox,
             chat,
+            write_gate,
         });
         // Load the segmentation dictionary now, off the async threads, not in the first search.
         tokio::task::spawn_blocking(search::segment::warm_up);

@@ -42,6 +42,8 @@ pub struct Inner {
     pub pay_sandbox: Option<Arc<crate::wechat::sandbox::pay::PaySandbox>>,
     /// Chat's runtime: this instance's sockets, the bus to the other instances, presence, contact rules.
     pub chat: Arc<crate::chat::Chat>,
+    /// On SQLite, hot write paths queue here for the single writer slot (see [`crate::db::WriteGate`]).
+    pub write_gate: crate::db::WriteGate,
 }
 
 impl AppState {

@@ -698,6 +698,7 @@ pub async fn send(
         Role::Buyer
     };
 
+    let turn = state.write_gate.enter().await;
     let outcome = state
         .db
         .transaction::<_, (Sent, bool), AppError>(move |txn| {
@@ -875,6 +876,7 @@ pub async fn send(
             })
         })
         .await;
+    drop(turn);
     let (mut sent, queued) = outcome?;
     if queued {
         outbox::kick(state);

@@ -84,6 +84,36 @@ pub async fn migrate(db: &DatabaseConnection) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// One writer at a time, queued in this process, for SQLite.
+///
+/// SQLite lets one transaction write at a time. When several try, the losers wait in SQLite's busy handler,
+/// which sleeps 1, 2, 5, 10 … 100 ms between attempts: under a burst of writes (payment notifications, chat
+/// messages) most of the time goes to those sleeps and the slowest requests wait hundreds of milliseconds.
+/// Hot write paths therefore enter this gate before they begin their transaction: the waiters form a FIFO queue
+/// and each starts the moment the previous one commits. On PostgreSQL (row locks, many writers) the gate is
+/// open and costs nothing. It is an optimisation, not a correctness device: paths that do not use it still
+/// work, through the busy handler as before.
+#[derive(Clone, Default)]
+pub struct WriteGate(Option<std::sync::Arc<tokio::sync::Mutex<()>>>);
+
+impl WriteGate {
+    /// A closed gate (one writer at a time) for SQLite, an open one for PostgreSQL.
+    pub fn for_backend(backend: DbBackend) -> Self {
+        match backend {
+            DbBackend::Sqlite => Self(Some(Default::default())),
+            _ => Self(None),
+        }
+    }
+
+    /// Waits for this process's turn to write; hold the guard until the transaction has committed.
+    pub async fn enter(&self) -> Option<tokio::sync::OwnedMutexGuard<()>> {
+        match &self.0 {
+            Some(m) => Some(std::sync::Arc::clone(m).lock_owned().await),
+            None => None,
+        }
+    }
+}
+
 /// True when the error is a violated unique or primary-key constraint (a lost race for a unique slot).
 pub fn is_unique_violation(err: &sea_orm::DbErr) -> bool {
     matches!(

@@ -207,6 +207,7 @@ pub async fn apply_transaction(
         }
     }
     let now = util::now();
+    let _turn = state.write_gate.enter().await;
     let txn = state.db.begin().await?;
     // The guard of exactly-once: only the first report flips the payment to paid (write first).
     let res = payment::Entity::update_many()
