@@ -6,6 +6,7 @@
 //! dropped afterwards) and Redis (a key prefix of its own, deleted afterwards).
 
 pub mod bench;
+pub mod chatbench;
 pub mod seed;
 pub mod ws;
 

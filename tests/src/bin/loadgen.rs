@@ -8,6 +8,8 @@
 //! loadgen search-urls --base http://127.0.0.1:8080 > urls.txt     # the 200 search benchmark queries
 //! loadgen suggest-urls --base http://127.0.0.1:8080 > prefixes.txt
 //! loadgen http --url-file urls.txt --concurrency 32 --seconds 20
+//! loadgen chat-idle --base http://127.0.0.1:18082 --sockets 10000 --hold 20   # idle sockets (RSS read by chat.sh)
+//! loadgen chat --base URL [--base2 URL2] --pairs 250 --rate 5000 --seconds 20  # messages/s, send→receive latency
 //! ```
 
 use std::{
@@ -15,12 +17,14 @@ use std::{
     time::{Duration, Instant},
 };
 
-use campus_trade_tests::bench;
+use campus_trade_tests::{bench, chatbench};
 
 fn usage() -> ! {
     eprintln!(
         "usage:\n  loadgen seed-listings --count N\n  loadgen notify [--orders N] [--concurrency C]\n  loadgen http (--url URL [--url URL ...] | --url-file FILE) [--id-max N] [--concurrency C] [--seconds S] [--warmup S]\n\
          \x20 loadgen search-urls --base BASE_URL\n  loadgen suggest-urls --base BASE_URL\n\
+         \x20 loadgen chat-idle --base BASE_URL [--sockets N] [--hold S] [--ready-file F]\n\
+         \x20 loadgen chat --base BASE_URL [--base2 BASE_URL] [--pairs N] [--rate MSG_PER_S] [--seconds S] [--warmup S]\n\
          URL may contain {{id}} (a random id in 1..=id-max)"
     );
     std::process::exit(2)
@@ -215,6 +219,38 @@ async fn main() -> anyhow::Result<()> {
                 warmup: Duration::from_secs(args.get("--warmup", 3)),
             };
             let result = bench::run_http(Arc::new(spec)).await?;
+            println!("{result}");
+            Ok(())
+        }
+        "chat-idle" => {
+            let base: String = args.get("--base", "http://127.0.0.1:18082".to_string());
+            let sockets: usize = args.get("--sockets", 10_000);
+            let hold = Duration::from_secs(args.get("--hold", 20));
+            let ready_file: String = args.get("--ready-file", String::new());
+            let result = chatbench::run_idle(&base, sockets, hold, |r| {
+                println!(
+                    "connected={} failed={} login_seconds={:.1} connect_seconds={:.1}",
+                    r.connected, r.failed, r.login_seconds, r.connect_seconds
+                );
+                if !ready_file.is_empty() {
+                    let _ = std::fs::write(&ready_file, "ready");
+                }
+            })
+            .await?;
+            println!("still_open_after_hold={}", result.connected);
+            Ok(())
+        }
+        "chat" => {
+            let base2: String = args.get("--base2", String::new());
+            let spec = chatbench::ChatSpec {
+                base: args.get("--base", "http://127.0.0.1:18082".to_string()),
+                base2: (!base2.is_empty()).then_some(base2),
+                pairs: args.get("--pairs", 250),
+                rate: args.get("--rate", 5000.0),
+                duration: Duration::from_secs(args.get("--seconds", 20)),
+                warmup: Duration::from_secs(args.get("--warmup", 3)),
+            };
+            let result = chatbench::run_chat(spec).await?;
             println!("{result}");
             Ok(())
         }
