@@ -74,11 +74,15 @@ while read -r url; do curl -fs -o /dev/null "$url" || echo "FAILED: $url"; done 
 echo "== in-process costs (no HTTP)"
 "$BIN/loadgen" search-micro
 # Time each query alone (one connection, nothing else running): which queries are expensive.
-echo "== single-request latency per query (slowest 10), ms"
+# With each query's `total` (matches, counted up to SEARCH_RANK_WINDOW): cost grows with the matches, not the corpus.
+echo "== single-request latency per query: ms, matches, query (slowest 12, then the fastest 5)"
 while read -r url; do
-  t=$(curl -fs -o /dev/null -w '%{time_total}' "$url")
-  awk -v t="$t" -v u="$url" 'BEGIN { printf "%d %s\n", t * 1000, u }' 
-done < "$WORK/search.txt" | sort -rn | head -10
+  t=$(curl -fs -o "$WORK/one.json" -w '%{time_total}' "$url")
+  total=$(grep -o '"total":[0-9]*' "$WORK/one.json" | cut -d: -f2)
+  q=$(python3 -c 'import sys, urllib.parse as u; print(u.unquote(sys.argv[1].split("?", 1)[1]))' "$url")
+  awk -v t="$t" -v n="${total:-?}" -v q="$q" 'BEGIN { printf "%d %s %s\n", t * 1000, n, q }'
+done < "$WORK/search.txt" | sort -rn > "$WORK/single.txt"
+head -12 "$WORK/single.txt"; echo "…"; tail -5 "$WORK/single.txt"
 
 # wrk (Debian package `wrk`) when installed: a C client that leaves more of the 2 cores to the server. It cycles
 # through the URL file from a random start in each thread. Otherwise the in-repo Rust client.
@@ -106,4 +110,12 @@ LUA
 }
 
 load "search, 200 queries" "$WORK/search.txt"
+# The same load split by kind: relevance-ranked words and phrases, relevance with a filter, and the time/price
+# sorts (which page through every match instead of ranking a window of them).
+head -130 "$WORK/search.txt" > "$WORK/plain.txt"
+tail -n +131 "$WORK/search.txt" | grep -v 'sort=' > "$WORK/filtered.txt" || true
+grep 'sort=' "$WORK/search.txt" > "$WORK/sorted.txt" || true
+load "search, $(wc -l < "$WORK/plain.txt") relevance-ranked queries" "$WORK/plain.txt"
+load "search, $(wc -l < "$WORK/filtered.txt") relevance-ranked queries with a filter" "$WORK/filtered.txt"
+load "search, $(wc -l < "$WORK/sorted.txt") queries sorted by time or price" "$WORK/sorted.txt"
 load "suggest, $(wc -l < "$WORK/suggest.txt") prefixes" "$WORK/suggest.txt"
