@@ -434,6 +434,18 @@ app_test!(
         let (_, bm) = app.get("/api/v1/me/summary", Some(&buyer.token)).await;
         assert_eq!(bm["pending_reviews"], 0);
         assert_eq!(bm["unread_notifications"], 0);
+
+        // The chat response time on the profile: the buyer asks about an item, the seller answers.
+        assert!(reputation_of(&app, &buyer, seller.id).await["median_response_seconds"].is_null());
+        let (st, c) = app.post("/api/v1/conversations", Some(&buyer.token), &json!({ "listing_id": on_sale[0] })).await;
+        assert!(st.is_success(), "{c}");
+        let conv = c["id"].as_i64().unwrap();
+        for (who, n) in [(&buyer, "q1"), (&seller, "a1")] {
+            let (st, m) = app.post(&format!("/api/v1/conversations/{conv}/messages"), Some(&who.token), &json!({ "client_msg_id": n, "kind": "text", "text": "还在吗" })).await;
+            assert!(st.is_success(), "{m}");
+        }
+        let rep = reputation_of(&app, &buyer, seller.id).await;
+        assert!(rep["median_response_seconds"].as_i64().is_some_and(|s| (0..60).contains(&s)), "{rep}");
     }
 );
 
