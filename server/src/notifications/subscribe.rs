@@ -71,11 +71,8 @@ pub async fn sweep(state: &AppState) -> AppResult<u64> {
         return Ok(0);
     }
     let mut queued = 0;
-    loop {
-        match sweep_batch(state, util::now()).await? {
-            Some(n) => queued += n,
-            None => break,
-        }
+    while let Some(n) = sweep_batch(state, util::now()).await? {
+        queued += n;
     }
     if queued > 0 {
         outbox::kick(state);
