@@ -160,6 +160,13 @@ pub struct Config {
     /// WeChat subscribe-message template "new chat message" (`thing1` sender, `thing2` message, `thing3` listing,
     /// `time4` time). `None`: no WeChat reminders for chat (the in-app unread count still works).
     pub wechat_template_chat_message: Option<String>,
+    /// WeChat subscribe-message template "new review" (`thing1` item, `thing2` what was said, `time3` time), sent
+    /// when a review of the student is revealed. `None`: the inbox only.
+    pub wechat_template_new_review: Option<String>,
+    /// WeChat subscribe-message templates of inbox events, by notification kind (`order_paid`,
+    /// `refund_requested`, `listing_sold`, `price_drop`, …): `WECHAT_SUBSCRIBE_TEMPLATES=order_paid=ID,…`. Each
+    /// template has the keywords `thing1` title, `thing2` text, `time3` time. Kinds left out: the inbox only.
+    pub wechat_subscribe_templates: std::collections::BTreeMap<String, String>,
     /// `miniprogram_state` of subscribe messages (`developer`, `trial`, `formal`); `None` means WeChat's default
     /// (`formal`).
     pub wechat_miniprogram_state: Option<String>,
@@ -412,6 +419,15 @@ impl Config {
         {
             bail!("WECHAT_TEMPLATE_CHAT_MESSAGE must be a template id of at most 128 characters");
         }
+        let wechat_template_new_review = src.get("WECHAT_TEMPLATE_NEW_REVIEW");
+        if wechat_template_new_review
+            .as_ref()
+            .is_some_and(|t| t.len() > 128 || t.chars().any(char::is_whitespace))
+        {
+            bail!("WECHAT_TEMPLATE_NEW_REVIEW must be a template id of at most 128 characters");
+        }
+        let wechat_subscribe_templates =
+            parse_subscribe_templates(src.get("WECHAT_SUBSCRIBE_TEMPLATES").as_deref())?;
         let wechat_miniprogram_state = src.get("WECHAT_MINIPROGRAM_STATE");
         if let Some(state) = &wechat_miniprogram_state
             && !["developer", "trial", "formal"].contains(&state.as_str())
@@ -463,6 +479,8 @@ impl Config {
             chat_send_burst,
             chat_send_per_minute,
             wechat_template_chat_message,
+            wechat_template_new_review,
+            wechat_subscribe_templates,
             wechat_miniprogram_state,
         })
     }
@@ -669,6 +687,40 @@ fn read_toml(path: &str) -> anyhow::Result<HashMap<String, String>> {
             ),
         };
         out.insert(key.to_ascii_uppercase(), text);
+    }
+    Ok(out)
+}
+
+/// `kind=template_id,kind=template_id` (see `WECHAT_SUBSCRIBE_TEMPLATES`).
+fn parse_subscribe_templates(
+    raw: Option<&str>,
+) -> anyhow::Result<std::collections::BTreeMap<String, String>> {
+    let mut out = std::collections::BTreeMap::new();
+    for pair in raw.unwrap_or_default().split(',').map(str::trim) {
+        if pair.is_empty() {
+            continue;
+        }
+        let Some((kind, id)) = pair.split_once('=') else {
+            bail!("WECHAT_SUBSCRIBE_TEMPLATES: `{pair}` is not kind=template_id");
+        };
+        let (kind, id) = (kind.trim(), id.trim());
+        if kind.is_empty()
+            || kind.len() > 32
+            || !kind.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+        {
+            bail!("WECHAT_SUBSCRIBE_TEMPLATES: `{kind}` is not a notification kind");
+        }
+        if kind == "new_review" {
+            bail!(
+                "WECHAT_SUBSCRIBE_TEMPLATES: reviews have their own template, WECHAT_TEMPLATE_NEW_REVIEW"
+            );
+        }
+        if id.is_empty() || id.len() > 128 || id.chars().any(char::is_whitespace) {
+            bail!(
+                "WECHAT_SUBSCRIBE_TEMPLATES: the template id of `{kind}` must be 1–128 characters"
+            );
+        }
+        out.insert(kind.to_string(), id.to_string());
     }
     Ok(out)
 }
@@ -961,6 +1013,32 @@ mod tests {
         assert!(err.to_string().contains("CHAT_HEARTBEAT_SECONDS"));
         let err = Config::from_vars(vars(&[("WECHAT_MINIPROGRAM_STATE", "beta")])).unwrap_err();
         assert!(err.to_string().contains("WECHAT_MINIPROGRAM_STATE"));
+    }
+
+    #[test]
+    fn subscribe_templates_map_notification_kinds() {
+        let c = Config::from_vars(vars(&[])).unwrap();
+        assert!(c.wechat_subscribe_templates.is_empty());
+        assert_eq!(c.wechat_template_new_review, None);
+        let c = Config::from_vars(vars(&[(
+            "WECHAT_SUBSCRIBE_TEMPLATES",
+            " order_paid = t-paid , refund_requested=t-refund,",
+        )]))
+        .unwrap();
+        assert_eq!(
+            c.wechat_subscribe_templates
+                .get("order_paid")
+                .map(String::as_str),
+            Some("t-paid")
+        );
+        assert_eq!(c.wechat_subscribe_templates.len(), 2);
+        for bad in ["order_paid", "Order=x", "order_paid=a b", "new_review=x"] {
+            let err = Config::from_vars(vars(&[("WECHAT_SUBSCRIBE_TEMPLATES", bad)])).unwrap_err();
+            assert!(
+                err.to_string().contains("WECHAT_SUBSCRIBE_TEMPLATES"),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -129,6 +129,20 @@ pub fn spawn(state: AppState) -> JoinHandle<()> {
             "retry shipping uploads",
             |s| async move { crate::payments::shipping::retry_due(&s).await },
         ),
+        // Sealed reviews whose 30-day window closed are revealed (and start counting).
+        every(
+            &state,
+            Duration::from_secs(600),
+            "reveal reviews",
+            |s| async move { crate::reviews::service::reveal_due(&s).await },
+        ),
+        // Subscribe messages of new inbox events whose kind has a template (WECHAT_SUBSCRIBE_TEMPLATES).
+        every(
+            &state,
+            Duration::from_secs(5),
+            "queue subscribe messages of notifications",
+            |s| async move { crate::notifications::subscribe::sweep(&s).await },
+        ),
         // WeChat subscribe messages that are due (new ones are also sent at once after their commit).
         every(
             &state,

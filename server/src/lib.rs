@@ -23,6 +23,7 @@ pub mod moderation;
 pub mod notifications;
 pub mod orders;
 pub mod payments;
+pub mod reviews;
 pub mod search;
 pub mod settings;
 pub mod state;
@@ -70,6 +71,7 @@ pub type StudentApis = (
     search::api::SearchApi,
     orders::api::OrdersApi,
     chat::api::ChatApi,
+    reviews::api::ReviewsApi,
 );
 
 fn student_apis() -> StudentApis {
@@ -87,6 +89,7 @@ fn student_apis() -> StudentApis {
         search::api::SearchApi,
         orders::api::OrdersApi,
         chat::api::ChatApi,
+        reviews::api::ReviewsApi,
     )
 }
 

@@ -1,4 +1,5 @@
-//! The `campus-trade` command: `serve` (the default), `migrate`, and maintenance commands.
+//! The `campus-trade` command: `serve` (the default), `migrate`, and maintenance commands (`operator create`,
+//! `recompute-reputation`, `wechat-check`).
 
 use anyhow::Context;
 use campus_trade::{App, Config, config::LogFormat};
@@ -28,6 +29,9 @@ enum Command {
     Migrate,
     /// Check that the configured WeChat credentials work (fetches an access token and makes one call).
     WechatCheck,
+    /// Rebuild every student's reputation (deals, ratings, completion rate) from orders and reviews, replacing
+    /// the incrementally kept counters. Run it when the service is quiet: see docs/reviews.md.
+    RecomputeReputation,
     /// Manage operator accounts (the people who run the market through the operator API).
     #[command(subcommand)]
     Operator(OperatorCommand),
@@ -156,6 +160,17 @@ async fn main() -> anyhow::Result<()> {
                 }
                 Err(e) => anyhow::bail!("WeChat check failed: {e}"),
             }
+        }
+        Command::RecomputeReputation => {
+            let db = campus_trade::db::connect(&config).await?;
+            campus_trade::db::migrate(&db).await?;
+            let result = campus_trade::reviews::reputation::recompute(&db)
+                .await
+                .map_err(describe);
+            db.close().await?;
+            let n = result?;
+            println!("reputation recomputed: {n} students with deals or ratings");
+            Ok(())
         }
         Command::Operator(OperatorCommand::Create {
             username,

@@ -96,6 +96,8 @@ pub struct SellerSummary {
     pub avatar_url: Option<String>,
     /// Verified student of the listing's school.
     pub verified_student: bool,
+    /// Deals and ratings (see docs/reviews.md).
+    pub reputation: crate::reviews::api::CardReputation,
 }
 
 /// A listing in a feed.
@@ -248,6 +250,9 @@ struct CardExtras {
     thumb_key: Option<String>,
     width: Option<i32>,
     height: Option<i32>,
+    completed_sales: Option<i32>,
+    rating_count: Option<i32>,
+    rating_sum: Option<i64>,
 }
 
 /// Builds feed cards: the page's listings plus ONE joined query for their sellers and covers, whatever the
@@ -259,6 +264,8 @@ pub async fn cards(state: &AppState, rows: Vec<listing::Model>) -> AppResult<Vec
     };
     type Image = images::model::image::Entity;
     type ImageCol = images::model::image::Column;
+    type Rep = crate::reviews::model::user_reputation::Entity;
+    type RepCol = crate::reviews::model::user_reputation::Column;
     if rows.is_empty() {
         return Ok(Vec::new());
     }
@@ -280,6 +287,9 @@ pub async fn cards(state: &AppState, rows: Vec<listing::Model>) -> AppResult<Vec
         .column((Image::default(), ImageCol::ThumbKey))
         .column((Image::default(), ImageCol::Width))
         .column((Image::default(), ImageCol::Height))
+        .column((Rep::default(), RepCol::CompletedSales))
+        .column((Rep::default(), RepCol::RatingCount))
+        .column((Rep::default(), RepCol::RatingSum))
         .from(listing::Entity)
         .inner_join(
             user::Entity,
@@ -290,6 +300,12 @@ pub async fn cards(state: &AppState, rows: Vec<listing::Model>) -> AppResult<Vec
             Image::default(),
             Expr::col((Image::default(), ImageCol::Id))
                 .equals((listing::Entity, listing::Column::CoverImageId)),
+        )
+        // The seller's reputation rides along in the same query (a primary-key join).
+        .left_join(
+            Rep::default(),
+            Expr::col((Rep::default(), RepCol::UserId))
+                .equals((listing::Entity, listing::Column::SellerId)),
         )
         .and_where(Expr::col((listing::Entity, listing::Column::Id)).is_in(ids))
         .to_owned();
@@ -331,6 +347,17 @@ pub async fn cards(state: &AppState, rows: Vec<listing::Model>) -> AppResult<Vec
                         e.verified_school_id == Some(l.school_id)
                             && e.verified_until.is_some_and(|u| u > now)
                     }),
+                    reputation: crate::reviews::api::card_reputation(
+                        &crate::reviews::model::Counters {
+                            completed_sales: extra
+                                .and_then(|e| e.completed_sales)
+                                .unwrap_or(0)
+                                .into(),
+                            rating_count: extra.and_then(|e| e.rating_count).unwrap_or(0).into(),
+                            rating_sum: extra.and_then(|e| e.rating_sum).unwrap_or(0),
+                            ..Default::default()
+                        },
+                    ),
                 },
                 school_id: l.school_id,
                 campus_id: l.campus_id,
@@ -368,7 +395,13 @@ pub async fn detail(
         .into_iter()
         .map(|p| p.place_id)
         .collect();
-    let seller = crate::users::api::public_view_with(seller, &cat.schools);
+    // The seller's stored reputation (one primary-key read; the chat response time is for the profile page).
+    let counters = crate::reviews::reputation::counters(&state.db, seller.id).await?;
+    let seller = crate::users::api::public_view_with(
+        seller,
+        &cat.schools,
+        crate::reviews::api::reputation_view(&counters, None),
+    );
     let viewer_id = viewer.map(|u| u.id);
     let is_favorited = match viewer_id {
         Some(uid) if uid != l.seller_id => service::favorited_among(&state.db, uid, &[l.id])

@@ -8,3 +8,4 @@ pub mod model;
 pub mod outbox;
 pub mod price_drops;
 pub mod service;
+pub mod subscribe;

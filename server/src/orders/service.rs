@@ -29,7 +29,7 @@ use crate::{
         service::{self as listings, Actor as ListingActor},
     },
     notifications::service::notify,
-    payments,
+    payments, reviews,
     state::AppState,
     users::blocks::user_block,
     util,
@@ -315,6 +315,15 @@ pub async fn transition_in(
         return Err(refused(current.status, t));
     }
     record_event(txn, o.id, actor, Some(o.status), to, reason).await?;
+    // Reputation follows in the same transaction: a completed deal counts for both sides, a seller's
+    // cancellation against the seller's completion rate.
+    match (to, actor) {
+        (OrderStatus::Completed, _) => reviews::reputation::order_completed(txn, o).await?,
+        (OrderStatus::Cancelled, Actor::Seller(_)) => {
+            reviews::reputation::seller_cancelled(txn, o.seller_id).await?
+        }
+        _ => {}
+    }
     find(txn, o.id).await
 }
 

@@ -11,7 +11,16 @@ use super::{
     model::{school, user, verification_request},
     service::{self, ProfileChange, VerificationInput, VerificationState},
 };
-use crate::{auth::StudentAuth, error::AppResult, state::AppState, util};
+use crate::{
+    auth::StudentAuth,
+    error::AppResult,
+    reviews::{
+        api::{Reputation, reputation_view},
+        model::Counters,
+    },
+    state::AppState,
+    util,
+};
 
 #[derive(Tags)]
 enum UserTags {
@@ -72,6 +81,8 @@ pub struct PublicUser {
     pub school: Option<SchoolRef>,
     pub verified_student: Option<VerifiedBadge>,
     pub member_since: DateTime<Utc>,
+    /// Deals, ratings and reliability (see docs/reviews.md).
+    pub reputation: Reputation,
 }
 
 /// A profile edit: fields left out stay as they are; `null` clears `avatar_url` and `campus_id`.
@@ -165,7 +176,7 @@ pub async fn me_view(state: &AppState, u: &user::Model) -> AppResult<Me> {
             }),
         None => None,
     };
-    let public = public_view_with(u, &schools);
+    let public = public_view_with(u, &schools, reputation_view(&Counters::default(), None));
     Ok(Me {
         id: public.id,
         nickname: public.nickname,
@@ -178,7 +189,7 @@ pub async fn me_view(state: &AppState, u: &user::Model) -> AppResult<Me> {
     })
 }
 
-/// What anybody may see of `u`.
+/// What anybody may see of `u`, with the full reputation (chat response time included).
 pub async fn public_view(state: &AppState, u: &user::Model) -> AppResult<PublicUser> {
     let now = util::now();
     let schools = service::schools_by_id(
@@ -186,13 +197,16 @@ pub async fn public_view(state: &AppState, u: &user::Model) -> AppResult<PublicU
         u.school_id.into_iter().chain(u.verified_school(now)),
     )
     .await?;
-    Ok(public_view_with(u, &schools))
+    let reputation = crate::reviews::api::profile_reputation(state, u.id).await?;
+    Ok(public_view_with(u, &schools, reputation))
 }
 
-/// The public profile, with schools looked up in a map the caller already has (the cached catalogue).
+/// The public profile, with schools looked up in a map the caller already has (the cached catalogue) and the
+/// reputation the caller loaded.
 pub fn public_view_with(
     u: &user::Model,
     schools: &std::collections::HashMap<i64, school::Model>,
+    reputation: Reputation,
 ) -> PublicUser {
     let now = util::now();
     PublicUser {
@@ -209,6 +223,7 @@ pub fn public_view_with(
                 school_name: s.name.clone(),
             }),
         member_since: u.created_at,
+        reputation,
     }
 }
 
@@ -282,6 +297,22 @@ impl MeApi {
     async fn delete_me(&self, state: Data<&AppState>, auth: StudentAuth) -> AppResult<Deleted> {
         super::privacy::delete_account(&state, auth.0.id()).await?;
         Ok(Deleted::NoContent)
+    }
+
+    /// The counts behind the badges of the "me" page: listings by status, purchases and sales by order status,
+    /// unread chat messages and notifications, reviews still to write, favourites.
+    #[oai(
+        path = "/v1/me/summary",
+        method = "get",
+        tag = "UserTags::Me",
+        operation_id = "me_summary"
+    )]
+    async fn summary(
+        &self,
+        state: Data<&AppState>,
+        auth: StudentAuth,
+    ) -> AppResult<Json<super::summary::MeSummary>> {
+        Ok(Json(super::summary::summary(&state, auth.0.id()).await?))
     }
 
     /// The caller's profile.

@@ -6,3 +6,4 @@ pub mod model;
 pub mod privacy;
 pub mod schools;
 pub mod service;
+pub mod summary;

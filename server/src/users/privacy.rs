@@ -23,8 +23,14 @@ use crate::{
 /// The name a deleted account shows wherever its old posts, comments and messages appear.
 pub const DELETED_NICKNAME: &str = "已注销用户";
 
-/// One export section: (section name, table, the column holding the user id, order by).
-type Section = (&'static str, &'static str, &'static str, &'static str);
+/// One export section: (section name, table, the column holding the user id, order by, extra condition or "").
+type Section = (
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+);
 
 /// Every table with rows that belong to a student.
 pub const EXPORT: &[Section] = &[
@@ -33,26 +39,72 @@ pub const EXPORT: &[Section] = &[
         "verification_requests",
         "user_id",
         "id",
+        "",
     ),
     (
         "student_identities",
         "student_identities",
         "user_id",
         "created_at",
+        "",
     ),
-    ("listings", "listings", "seller_id", "id"),
-    ("favorites", "favorites", "user_id", "created_at"),
-    ("images", "images", "owner_id", "id"),
-    ("posts", "posts", "author_id", "id"),
-    ("comments", "comments", "author_id", "id"),
-    ("votes", "votes", "user_id", "updated_at"),
-    ("reports_filed", "reports", "reporter_id", "id"),
-    ("blocks", "user_blocks", "blocker_id", "created_at"),
-    ("notifications", "notifications", "user_id", "id"),
+    ("listings", "listings", "seller_id", "id", ""),
+    ("favorites", "favorites", "user_id", "created_at", ""),
+    ("images", "images", "owner_id", "id", ""),
+    ("posts", "posts", "author_id", "id", ""),
+    ("comments", "comments", "author_id", "id", ""),
+    ("votes", "votes", "user_id", "updated_at", ""),
+    ("reports_filed", "reports", "reporter_id", "id", ""),
+    ("blocks", "user_blocks", "blocker_id", "created_at", ""),
+    ("notifications", "notifications", "user_id", "id", ""),
+    (
+        "conversations_as_buyer",
+        "conversations",
+        "buyer_id",
+        "id",
+        "",
+    ),
+    (
+        "conversations_as_seller",
+        "conversations",
+        "seller_id",
+        "id",
+        "",
+    ),
+    ("chat_messages_sent", "chat_messages", "sender_id", "id", ""),
+    ("chat_offers_made", "chat_offers", "buyer_id", "id", ""),
+    ("orders_bought", "orders", "buyer_id", "id", ""),
+    ("orders_sold", "orders", "seller_id", "id", ""),
+    ("payouts", "payouts", "seller_id", "id", ""),
+    ("saved_searches", "saved_searches", "user_id", "id", ""),
+    (
+        "search_history",
+        "search_history",
+        "user_id",
+        "searched_at",
+        "",
+    ),
+    ("reviews_written", "reviews", "reviewer_id", "id", ""),
+    // Reviews of the student once revealed: a sealed one would give away the rating before the other side's
+    // reveal (docs/reviews.md).
+    (
+        "reviews_received",
+        "reviews",
+        "reviewee_id",
+        "id",
+        "revealed_at IS NOT NULL",
+    ),
+    ("reputation", "user_reputation", "user_id", "user_id", ""),
 ];
 
 /// Columns never exported: keyed hashes and secrets that mean nothing to the student and would help an attacker.
-const NEVER_EXPORTED: &[&str] = &["student_number_hash", "number_hash", "token_hash"];
+/// `handover_code` too: the seller's copy of an open order must not carry the buyer's code.
+const NEVER_EXPORTED: &[&str] = &[
+    "student_number_hash",
+    "number_hash",
+    "token_hash",
+    "handover_code",
+];
 
 fn scrub(mut row: Value) -> Value {
     if let Value::Object(map) = &mut row {
@@ -78,10 +130,15 @@ pub async fn export(db: &DatabaseConnection, user_id: i64) -> AppResult<Value> {
     .ok_or_else(|| AppError::not_found("user"))?;
 
     let mut sections = Map::new();
-    for (name, table, column, order) in EXPORT {
+    for (name, table, column, order, extra) in EXPORT {
+        let extra = if extra.is_empty() {
+            String::new()
+        } else {
+            format!(" AND {extra}")
+        };
         let rows = JsonValue::find_by_statement(Statement::from_string(
             backend,
-            format!("SELECT * FROM {table} WHERE {column} = {user_id} ORDER BY {order}"),
+            format!("SELECT * FROM {table} WHERE {column} = {user_id}{extra} ORDER BY {order}"),
         ))
         .all(db)
         .await?;
@@ -103,7 +160,9 @@ pub async fn export(db: &DatabaseConnection, user_id: i64) -> AppResult<Value> {
 
 /// Deletes the account of `user_id`: refused while an order of theirs is open; otherwise personal fields are
 /// erased (the WeChat identity too, so logging in again starts a new account), listings are withdrawn,
-/// favourites, blocks, notifications and verified identities dropped, and every session ends.
+/// favourites, blocks, notifications, saved searches, search history and verified identities dropped, and every
+/// session ends. Reviews, orders and messages stay for the other party, shown as written by
+/// [`DELETED_NICKNAME`] (reviews without a link to the profile).
 pub async fn delete_account(state: &AppState, user_id: i64) -> AppResult<()> {
     let db = &state.db;
     let backend = db.get_database_backend();
@@ -155,6 +214,10 @@ pub async fn delete_account(state: &AppState, user_id: i64) -> AppResult<()> {
         "DELETE FROM notifications WHERE user_id = $1",
         "DELETE FROM student_identities WHERE user_id = $1",
         "UPDATE verification_requests SET real_name = NULL WHERE user_id = $1",
+        "DELETE FROM saved_search_hits WHERE saved_search_id IN \
+         (SELECT id FROM saved_searches WHERE user_id = $1)",
+        "DELETE FROM saved_searches WHERE user_id = $1",
+        "DELETE FROM search_history WHERE user_id = $1",
     ];
     for sql in statements {
         let values: Vec<sea_orm::Value> = if sql.contains("$2") {

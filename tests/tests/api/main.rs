@@ -10,6 +10,7 @@ mod moderation;
 mod notifications;
 mod orders;
 mod payments;
+mod reviews;
 mod search;
 mod users;
 mod wechat;
