@@ -116,6 +116,7 @@ pub type AdminApis = (
     admin::users::VerificationApi,
     admin::catalogue::CatalogueApi,
     admin::forum::ForumModerationApi,
+    admin::reviews::ReviewModerationApi,
     admin::settings::SettingsApi,
     admin::stats::StatsApi,
 );
@@ -130,6 +131,7 @@ fn admin_apis() -> AdminApis {
         admin::users::VerificationApi,
         admin::catalogue::CatalogueApi,
         admin::forum::ForumModerationApi,
+        admin::reviews::ReviewModerationApi,
         admin::settings::SettingsApi,
         admin::stats::StatsApi,
     )

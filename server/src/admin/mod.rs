@@ -15,6 +15,7 @@ pub mod catalogue;
 pub mod forum;
 pub mod moderation;
 pub mod operators;
+pub mod reviews;
 pub mod settings;
 pub mod stats;
 pub mod totp;

@@ -325,6 +325,9 @@ const MATRIX: &[(&str, &str)] = &[
     ("unlock_post", "moderation"),
     ("remove_post", "moderation"),
     ("remove_comment", "moderation"),
+    ("admin_list_reviews", "moderation"),
+    ("hide_review", "moderation"),
+    ("unhide_review", "moderation"),
     ("get_settings", "settings"),
     ("update_settings", "settings"),
     ("get_stats", "stats"),
@@ -858,6 +861,31 @@ async fn recipe(app: &TestApp, fx: &Fx, admin: &TestOperator, op: &str, n: usize
                 Body::None
             };
             call(Method::POST, format!("/posts/{p}/{verb}"), a, body, me)
+        }
+        "hide_review" | "unhide_review" => {
+            // A completed offline deal in the demo school, reviewed by the buyer; unhiding needs a hidden review.
+            let d = super::orders::demo(app).await;
+            let seller = super::orders::student(app, &format!("rvseller{n}"), &d).await;
+            let buyer = super::orders::student(app, &format!("rvbuyer{n}"), &d).await;
+            let order = super::reviews::deal(app, &d, &seller, &buyer, "旧台灯").await;
+            let (s, r) = super::reviews::review(app, &buyer, order, json!({ "rating": 1 })).await;
+            assert_eq!(s, StatusCode::OK, "{r}");
+            let id = r["id"].as_i64().unwrap();
+            let txn = sea_orm::TransactionTrait::begin(&app.state.db)
+                .await
+                .unwrap();
+            if op == "unhide_review" {
+                campus_trade::reviews::service::set_hidden(&txn, id, true, "setup", Some("x"))
+                    .await
+                    .unwrap();
+            }
+            txn.commit().await.unwrap();
+            let (verb, body) = if op == "hide_review" {
+                ("hide", Body::Json(json!({ "reason": "辱骂" })))
+            } else {
+                ("unhide", Body::None)
+            };
+            call(Method::POST, format!("/reviews/{id}/{verb}"), a, body, me)
         }
         "remove_comment" => {
             let s = student(app, &format!("commenter{n}"), fx.school).await;

@@ -5,6 +5,7 @@
 //! (Time is moved by rewriting timestamps in the database, as the order tests do.)
 
 use campus_trade::{
+    admin::auth::Role,
     reviews::{reputation, service as reviews},
     users::model::user,
     wechat::sandbox::openid_for,
@@ -19,13 +20,33 @@ use super::orders::{Demo, act, buy, demo, publish, student};
 
 /// A completed offline deal: `seller` publishes `title`, `buyer` orders it and confirms receipt. Returns the
 /// order id.
-async fn deal(app: &TestApp, d: &Demo, seller: &Student, buyer: &Student, title: &str) -> i64 {
+pub(crate) async fn deal(
+    app: &TestApp,
+    d: &Demo,
+    seller: &Student,
+    buyer: &Student,
+    title: &str,
+) -> i64 {
     let listing = publish(app, seller, d, title, 2000).await;
     let id = open_order(app, buyer, listing).await;
     let (s, o) = act(app, buyer, id, "confirm-receipt", json!({})).await;
     assert_eq!(s, StatusCode::OK, "{o}");
     assert_eq!(o["status"], "completed");
     id
+}
+
+/// A second school (created through the operator API as an admin), for school-scope checks.
+async fn other_school(app: &TestApp) -> i64 {
+    let admin = app.operator(Role::Admin, None).await;
+    let (st, b) = app
+        .post(
+            "/admin/api/v1/schools",
+            Some(&admin),
+            &json!({ "name": "另一所大学", "short_name": "另大", "slug": "other-university" }),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{b}");
+    b["id"].as_i64().unwrap()
 }
 
 /// An offline order of `buyer` for `listing`, waiting for the hand-over.
@@ -35,7 +56,12 @@ async fn open_order(app: &TestApp, buyer: &Student, listing: i64) -> i64 {
     o["id"].as_i64().unwrap()
 }
 
-async fn review(app: &TestApp, who: &Student, order: i64, body: Value) -> (StatusCode, Value) {
+pub(crate) async fn review(
+    app: &TestApp,
+    who: &Student,
+    order: i64,
+    body: Value,
+) -> (StatusCode, Value) {
     app.post(
         &format!("/api/v1/orders/{order}/review"),
         Some(&who.token),
@@ -334,10 +360,21 @@ app_test!(
         // An operator hides B2's review of S: it stops counting and disappears.
         let (_, page) = app.get(&format!("/api/v1/orders/{o2}/reviews"), Some(&s.token)).await;
         let abusive = page["theirs"]["id"].as_i64().unwrap();
-        let txn = app.state.db.begin().await.unwrap();
-        let hidden = reviews::set_hidden(&txn, abusive, true, "op.li", Some("辱骂")).await.unwrap();
-        txn.commit().await.unwrap();
-        assert!(hidden.hidden);
+        // Through the operator API: a moderator of another school may not; one of the demo school may, with a
+        // reason (required).
+        let elsewhere = other_school(&app).await;
+        let outsider = app.operator(Role::Moderator, Some(&[elsewhere])).await;
+        let moderator = app.operator(Role::Moderator, Some(&[d.school])).await;
+        let hide = format!("/admin/api/v1/reviews/{abusive}/hide");
+        let (st, b) = app.post(&hide, Some(&outsider), &json!({ "reason": "辱骂" })).await;
+        assert_eq!((st, b["code"].as_str()), (StatusCode::FORBIDDEN, Some("outside_school_scope")), "{b}");
+        let (st, b) = app.post(&hide, Some(&moderator), &json!({ "reason": "  " })).await;
+        assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
+        let (st, hidden) = app.post(&hide, Some(&moderator), &json!({ "reason": "辱骂" })).await;
+        assert_eq!(st, StatusCode::OK, "{hidden}");
+        assert_eq!((hidden["hidden"].clone(), hidden["hidden_reason"].clone()), (json!(true), json!("辱骂")));
+        let (_, listed) = app.get(&format!("/admin/api/v1/reviews?user_id={}&hidden=true", s.id), Some(&moderator)).await;
+        assert_eq!(listed["items"].as_array().unwrap().iter().map(|r| r["id"].clone()).collect::<Vec<_>>(), vec![json!(abusive)]);
         let rep = reputation_of(&app, &b3, s.id).await;
         assert_eq!((rep["rating_count"].clone(), rep["average_rating"].clone()), (json!(1), json!(5.0)));
         assert!(public_reviews(&app, &b3, s.id).await.iter().all(|r| r["id"] != abusive));
@@ -349,9 +386,8 @@ app_test!(
         let (st, b) = app.patch(&format!("/api/v1/reviews/{abusive}"), Some(&b2.token), &json!({ "rating": 5 })).await;
         assert_eq!((st, b["code"].as_str()), (StatusCode::CONFLICT, Some("review_hidden")));
         // Hiding twice changes nothing.
-        let txn = app.state.db.begin().await.unwrap();
-        reviews::set_hidden(&txn, abusive, true, "op.li", None).await.unwrap();
-        txn.commit().await.unwrap();
+        let (st, _) = app.post(&hide, Some(&moderator), &json!({ "reason": "再次" })).await;
+        assert_eq!(st, StatusCode::OK);
         assert_eq!(reputation_of(&app, &b3, s.id).await["rating_count"], 1);
         assert_consistent(&app).await;
 
@@ -362,11 +398,13 @@ app_test!(
         assert_eq!(reputation::all_stored(&app.state.db).await.unwrap(), before);
 
         // Shown again: counts again.
-        let txn = app.state.db.begin().await.unwrap();
-        reviews::set_hidden(&txn, abusive, false, "op.wang", None).await.unwrap();
-        txn.commit().await.unwrap();
+        let (st, shown) = app.post(&format!("/admin/api/v1/reviews/{abusive}/unhide"), Some(&moderator), &json!({})).await;
+        assert_eq!((st, shown["hidden"].clone()), (StatusCode::OK, json!(false)), "{shown}");
         assert_eq!(reputation_of(&app, &b3, s.id).await["rating_count"], 2);
         assert_consistent(&app).await;
+        let (st, b) = app.post("/admin/api/v1/reviews/999999/hide", Some(&moderator), &json!({ "reason": "x" })).await;
+        assert_eq!((st, b["code"].as_str()), (StatusCode::NOT_FOUND, Some("not_found")));
+        // The service function behind it, directly: unknown ids are 404 there too.
         let txn = app.state.db.begin().await.unwrap();
         let missing = reviews::set_hidden(&txn, 999_999, true, "op.li", None).await;
         assert!(matches!(missing, Err(campus_trade::error::AppError::NotFound { .. })));
