@@ -169,6 +169,8 @@ pub async fn create(state: &AppState, buyer_id: i64, input: NewOrder) -> AppResu
         check_meetup_place(db, &l, place_id).await?;
     }
 
+    // Read before the transaction (the settings may come from the database).
+    let payment_timeout = settings::payment_timeout(state).await;
     let now = util::now();
     let txn = db.begin().await?;
     // Write first: the reservation is the race's single point of decision.
@@ -201,7 +203,7 @@ pub async fn create(state: &AppState, buyer_id: i64, input: NewOrder) -> AppResu
     let (status, expires_at) = match input.payment_method {
         PaymentMethod::WechatPay => (
             OrderStatus::PendingPayment,
-            Some(now + settings::chrono(settings::payment_timeout(state))),
+            Some(now + settings::chrono(payment_timeout)),
         ),
         PaymentMethod::Offline => (OrderStatus::PendingHandover, None),
     };
@@ -1051,7 +1053,7 @@ pub async fn expire_due(state: &AppState) -> AppResult<u64> {
 
 /// Sweep: paid orders with no hand-over, refund request or dispute for `ORDER_AUTO_COMPLETE_DAYS` complete.
 pub async fn auto_complete_due(state: &AppState) -> AppResult<u64> {
-    let cutoff = util::now() - settings::chrono(settings::auto_complete_after(state));
+    let cutoff = util::now() - settings::chrono(settings::auto_complete_after(state).await);
     let due = order::Entity::find()
         .filter(order::Column::Status.eq(OrderStatus::Paid))
         .filter(order::Column::PaidAt.lte(cutoff))
