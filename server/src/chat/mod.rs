@@ -99,6 +99,16 @@ impl Chat {
         }
     }
 
+    /// Closes every socket of `user_id` on every instance (a ban): each gets `error_frame` (a JSON `error`
+    /// frame), then a close with 1008 (policy). Like any event, it reaches other instances over the bus.
+    pub fn kick(&self, user_id: i64, error_frame: &str) {
+        self.publish(
+            &[user_id],
+            None,
+            Arc::from(format!("{}{error_frame}", hub::KICK_MARKER)),
+        );
+    }
+
     /// Whether the user has an open socket on any instance.
     pub async fn is_online(&self, user_id: i64) -> bool {
         self.hub.local_count(user_id) > 0 || self.presence.elsewhere(user_id).await
