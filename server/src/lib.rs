@@ -113,6 +113,7 @@ pub type AdminApis = (
     admin::users::VerificationApi,
     admin::catalogue::CatalogueApi,
     admin::forum::ForumModerationApi,
+    admin::orders::OrdersApi,
     admin::settings::SettingsApi,
     admin::stats::StatsApi,
 );
@@ -127,6 +128,7 @@ fn admin_apis() -> AdminApis {
         admin::users::VerificationApi,
         admin::catalogue::CatalogueApi,
         admin::forum::ForumModerationApi,
+        admin::orders::OrdersApi,
         admin::settings::SettingsApi,
         admin::stats::StatsApi,
     )
