@@ -6,11 +6,12 @@
 //! - [`rules`]: contact-sharing detection (rules operators can change).
 //! - [`ws`]: the WebSocket `GET /api/v1/ws`; [`api`]: the REST routes.
 //! - [`hub`], [`bus`], [`presence`]: this instance's sockets, fan-out to every instance (Redis pub/sub or
-//!   in-process), and who is online anywhere.
+//!   in-process), and who is online anywhere; [`activity`]: who chatted on which day (statistics).
 //!
 //! Other capabilities (orders) talk to chat only through [`cards`]. `docs/chat-protocol.md` documents the
 //! socket's frames.
 
+pub mod activity;
 pub mod api;
 pub mod bus;
 pub mod cards;
@@ -34,6 +35,8 @@ pub struct Chat {
     pub bus: bus::Bus,
     pub presence: presence::Presence,
     pub rules: rules::ContactRules,
+    /// Who chatted today (for the dashboard's daily active chatters).
+    pub activity: activity::Activity,
 }
 
 impl Chat {
@@ -65,6 +68,7 @@ impl Chat {
             hub,
             bus,
             rules: rules::ContactRules::default(),
+            activity: activity::Activity::default(),
         })
     }
 

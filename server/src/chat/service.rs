@@ -876,6 +876,13 @@ pub async fn send(
         })
         .await;
     let (mut sent, queued) = outcome?;
+    if !sent.duplicate {
+        state
+            .chat
+            .activity
+            .record(&state.db, sender.id, sender.school_id, now)
+            .await;
+    }
     if queued {
         outbox::kick(state);
     }
