@@ -19,6 +19,7 @@ mod m20261124_000009_search;
 mod m20261124_000010_operators;
 mod m20261124_000011_price_drops;
 mod m20261124_000012_reviews;
+mod m20261125_000012_operator_stats;
 
 pub struct Migrator;
 
@@ -38,6 +39,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261124_000010_operators::Migration),
             Box::new(m20261124_000011_price_drops::Migration),
             Box::new(m20261124_000012_reviews::Migration),
+            Box::new(m20261125_000012_operator_stats::Migration),
         ]
     }
 }

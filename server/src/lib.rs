@@ -117,6 +117,7 @@ pub type AdminApis = (
     admin::catalogue::CatalogueApi,
     admin::forum::ForumModerationApi,
     admin::reviews::ReviewModerationApi,
+    admin::orders::OrdersApi,
     admin::settings::SettingsApi,
     admin::stats::StatsApi,
 );
@@ -132,6 +133,7 @@ fn admin_apis() -> AdminApis {
         admin::catalogue::CatalogueApi,
         admin::forum::ForumModerationApi,
         admin::reviews::ReviewModerationApi,
+        admin::orders::OrdersApi,
         admin::settings::SettingsApi,
         admin::stats::StatsApi,
     )

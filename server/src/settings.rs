@@ -6,7 +6,7 @@
 //! catalogue.)
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet},
     sync::{Arc, RwLock},
     time::{Duration, Instant},
 };
@@ -103,16 +103,38 @@ pub struct SiteSettings {
     pub order_payment_timeout_minutes: u32,
     pub order_auto_complete_days: u32,
     pub report_hide_threshold: u32,
+    /// The keys an operator stored (the others are defaults from the configuration).
+    pub stored: BTreeSet<Key>,
 }
 
 impl SiteSettings {
-    /// The defaults: 15 minutes to pay, 7 days to auto-complete, and `REPORT_HIDE_THRESHOLD`.
+    /// The defaults, from the configuration: `ORDER_PAYMENT_TIMEOUT_MINUTES` (15), `ORDER_AUTO_COMPLETE_DAYS`
+    /// (7) — rounded to whole minutes and days within the settings' ranges for display; orders use the exact
+    /// configured durations until an operator stores a value — and `REPORT_HIDE_THRESHOLD`.
     pub fn defaults(config: &Config) -> Self {
+        let whole = |d: Duration, unit: f64, key: Key| {
+            let (lo, hi) = key.range();
+            ((d.as_secs_f64() / unit).round() as u32).clamp(lo, hi)
+        };
         Self {
-            order_payment_timeout_minutes: 15,
-            order_auto_complete_days: 7,
+            order_payment_timeout_minutes: whole(
+                config.orders.payment_timeout,
+                60.0,
+                Key::OrderPaymentTimeoutMinutes,
+            ),
+            order_auto_complete_days: whole(
+                config.orders.auto_complete_after,
+                86_400.0,
+                Key::OrderAutoCompleteDays,
+            ),
             report_hide_threshold: config.report_hide_threshold,
+            stored: BTreeSet::new(),
         }
+    }
+
+    /// The value of `key` if an operator stored it.
+    pub fn stored(&self, key: Key) -> Option<u32> {
+        self.stored.contains(&key).then(|| self.get(key))
     }
 
     pub fn get(&self, key: Key) -> u32 {
@@ -149,7 +171,10 @@ pub async fn load(db: &impl ConnectionTrait, config: &Config) -> AppResult<SiteS
             continue;
         };
         match row.value.as_u64().and_then(|v| u32::try_from(v).ok()) {
-            Some(v) if key.validate(v).is_ok() => s.set(key, v),
+            Some(v) if key.validate(v).is_ok() => {
+                s.set(key, v);
+                s.stored.insert(key);
+            }
             _ => {
                 tracing::warn!(key = %row.key, value = %row.value, "ignoring an invalid site setting")
             }

@@ -4,8 +4,10 @@
 //! (UTC+8, no daylight saving), the operators' day.
 //!
 //! A figure is a [`Counter`]: the table, its time column, an optional extra condition, and its school column.
-//! Capabilities that add figures (orders by state, GMV, refunds, disputes, active chatters) declare their counter
-//! next to these and add a field to the dashboard's day. Sums (GMV) use [`Counter::sum_of`].
+//! The order figures (transitions by status, GMV paid and settled, refunds, disputes) count the orders' own
+//! tables by indexed times; an order's school is its listing's (a subquery by primary key, only when a school
+//! filter applies). Daily active chatters are pre-aggregated by the chat capability (`chat_active_days`). Sums
+//! (GMV) use [`Counter::sum_of`].
 
 use std::collections::BTreeMap;
 
@@ -28,6 +30,7 @@ pub struct Counter {
     pub time_column: &'static str,
     /// An extra SQL condition (a literal; never user input), e.g. `status = 'approved'`.
     pub condition: Option<&'static str>,
+    /// The school of a row: a column, or a scalar subquery (a literal).
     pub school_column: &'static str,
     /// `COUNT(*)` when `None`, else `SUM(column)`.
     pub sum_of: Option<&'static str>,
@@ -55,6 +58,74 @@ pub const VERIFIED_STUDENTS: Counter = Counter {
 pub const LISTINGS_PUBLISHED: Counter = Counter {
     table: "listings",
     time_column: "created_at",
+    condition: None,
+    school_column: "school_id",
+    sum_of: None,
+};
+
+/// The school of an order: its listing's.
+/// (`order_id` is the counted table's: neither `orders` nor `listings` has such a column.)
+const ORDER_SCHOOL: &str = "(SELECT l.school_id FROM orders o JOIN listings l ON l.id = o.listing_id WHERE o.id = order_id)";
+
+/// Order transitions, by the status they led to (`GROUP BY to_status`): `pending_payment` and
+/// `pending_handover` are orders placed; `disputed` is a dispute opened.
+pub const ORDER_EVENTS: Counter = Counter {
+    table: "order_events",
+    time_column: "created_at",
+    // Status changes only (a late payment's refund is logged from a status to itself).
+    condition: Some("(from_status IS NULL OR from_status <> to_status)"),
+    school_column: ORDER_SCHOOL,
+    sum_of: None,
+};
+
+/// Disputes decided by an operator.
+pub const DISPUTES_DECIDED: Counter = Counter {
+    table: "order_events",
+    time_column: "created_at",
+    condition: Some("actor = 'operator' AND from_status = 'disputed'"),
+    school_column: ORDER_SCHOOL,
+    sum_of: None,
+};
+
+/// GMV paid: fen of WeChat Pay orders on the day they were paid.
+pub const GMV_PAID: Counter = Counter {
+    table: "orders",
+    time_column: "paid_at",
+    condition: None,
+    school_column: "(SELECT l.school_id FROM listings l WHERE l.id = orders.listing_id)",
+    sum_of: Some("amount"),
+};
+
+/// GMV settled: fen the payouts that reached sellers settled (what the seller received plus the platform fee,
+/// i.e. the order amount less refunds), on the day the payout succeeded.
+pub const GMV_SETTLED: Counter = Counter {
+    table: "payouts",
+    time_column: "succeeded_at",
+    condition: Some("status = 'succeeded'"),
+    school_column: ORDER_SCHOOL,
+    sum_of: Some("amount + fee"),
+};
+
+/// Refunds back in the buyer's account, on the day they succeeded.
+pub const REFUNDS: Counter = Counter {
+    table: "refunds",
+    time_column: "succeeded_at",
+    condition: Some("status = 'succeeded'"),
+    school_column: ORDER_SCHOOL,
+    sum_of: None,
+};
+
+/// Fen of [`REFUNDS`].
+pub const REFUNDED_FEN: Counter = Counter {
+    sum_of: Some("amount"),
+    ..REFUNDS
+};
+
+/// Students who sent at least one chat message that day (pre-aggregated in `chat_active_days`), by their
+/// school at the time.
+pub const ACTIVE_CHATTERS: Counter = Counter {
+    table: "chat_active_days",
+    time_column: "first_at",
     condition: None,
     school_column: "school_id",
     sum_of: None,
@@ -98,6 +169,34 @@ pub async fn per_day(
     from: NaiveDate,
     to: NaiveDate,
 ) -> AppResult<BTreeMap<NaiveDate, i64>> {
+    Ok(query(db, c, None, schools, from, to)
+        .await?
+        .into_iter()
+        .map(|((day, _), n)| (day, n))
+        .collect())
+}
+
+/// The counter's value per day and value of `group_column` (a column of the counter's table, e.g. the status
+/// an order event led to), from `from` to `to`.
+pub async fn per_day_by(
+    db: &impl ConnectionTrait,
+    c: Counter,
+    group_column: &'static str,
+    schools: Option<&[i64]>,
+    from: NaiveDate,
+    to: NaiveDate,
+) -> AppResult<BTreeMap<(NaiveDate, String), i64>> {
+    query(db, c, Some(group_column), schools, from, to).await
+}
+
+async fn query(
+    db: &impl ConnectionTrait,
+    c: Counter,
+    group_column: Option<&'static str>,
+    schools: Option<&[i64]>,
+    from: NaiveDate,
+    to: NaiveDate,
+) -> AppResult<BTreeMap<(NaiveDate, String), i64>> {
     if schools.is_some_and(|s| s.is_empty()) {
         return Ok(BTreeMap::new());
     }
@@ -120,8 +219,9 @@ pub async fn per_day(
         DbBackend::Postgres => ("$1", "$2"),
         _ => ("?", "?"),
     };
+    let group = group_column.unwrap_or("''");
     let mut sql = format!(
-        "SELECT {day_expr} AS day, {aggregate} AS n FROM {table} WHERE {time} >= {p1} AND {time} < {p2}",
+        "SELECT {day_expr} AS day, {group} AS grp, {aggregate} AS n FROM {table} WHERE {time} >= {p1} AND {time} < {p2}",
         table = c.table,
         time = c.time_column,
     );
@@ -137,7 +237,11 @@ pub async fn per_day(
             list.join(", ")
         ));
     }
-    sql.push_str(" GROUP BY 1");
+    sql.push_str(if group_column.is_some() {
+        " GROUP BY 1, 2"
+    } else {
+        " GROUP BY 1"
+    });
     let values: Vec<Value> = vec![
         day_start(from).into(),
         day_start(to + chrono::Duration::days(1)).into(),
@@ -148,13 +252,14 @@ pub async fn per_day(
     let mut out = BTreeMap::new();
     for row in rows {
         let day: String = row.try_get("", "day")?;
+        let grp: String = row.try_get("", "grp")?;
         let n: i64 = row.try_get("", "n")?;
         let day = NaiveDate::parse_from_str(&day, "%Y-%m-%d").map_err(|e| {
             AppError::internal(anyhow::anyhow!(
                 "unexpected day {day:?} from the database: {e}"
             ))
         })?;
-        out.insert(day, n);
+        out.insert((day, grp), n);
     }
     Ok(out)
 }

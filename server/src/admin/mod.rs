@@ -1,5 +1,6 @@
 //! The operator API: what campus operators use (through their web console) to run the market — accounts and
-//! roles, the moderation queue, students, the catalogue, the forum, site settings, statistics and the audit log.
+//! roles, the moderation queue, students, orders and disputes, the catalogue, the forum, site settings,
+//! statistics and the audit log.
 //! It is served under `/admin/api/v1/…` with an OpenAPI document of its own (`/admin/api/openapi.json`) and
 //! Swagger UI (`/admin/api/docs`); `docs/operators.md` describes roles, permissions, two-step login and the
 //! audit log.
@@ -15,6 +16,7 @@ pub mod catalogue;
 pub mod forum;
 pub mod moderation;
 pub mod operators;
+pub mod orders;
 pub mod reviews;
 pub mod settings;
 pub mod stats;
@@ -42,6 +44,9 @@ pub enum AdminTags {
     Catalogue,
     /// Forum moderation: pinning, locking, removing posts and comments.
     Forum,
+    /// Orders and disputes: look-up with event log and payment records, dispute decisions, refund and payout
+    /// retries, payment queries.
+    Orders,
     /// Site settings.
     Settings,
     /// Statistics for the dashboard.

@@ -134,13 +134,21 @@ pub async fn wechat_login(
 }
 
 /// What happens, after the commit, when a student is banned: every session ends at once, so the next request
-/// with any of their tokens gets 401 (and a new login 403 `account_banned`).
+/// with any of their tokens gets 401 (and a new login 403 `account_banned`), and their live chat sockets get an
+/// `account_banned` error frame and close, on every instance (a kick event on the chat bus).
 ///
-/// Extension point: this is the one "user banned" hook. The chat capability closes the user's live WebSockets
-/// here (its socket registry drops every connection of `user_id`, on every instance, e.g. through its fan-out
-/// bus); anything else that must react to a ban at once belongs here too.
+/// This is the one "user banned" hook: anything else that must react to a ban at once belongs here too.
 pub async fn on_user_banned(state: &AppState, user_id: i64) -> AppResult<()> {
     let ended = state.sessions.revoke_all(user_id).await?;
+    // Live chat sockets close too, on every instance.
+    state.chat.kick(
+        user_id,
+        &crate::chat::ws::error_frame(
+            "account_banned",
+            "this account has been banned; the connection is closed",
+            None,
+        ),
+    );
     tracing::info!(user_id, sessions_ended = ended, "user banned");
     Ok(())
 }

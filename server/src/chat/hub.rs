@@ -19,6 +19,11 @@ use tokio::sync::{mpsc, watch};
 /// Identifies one socket within this instance.
 pub type SocketId = u64;
 
+/// Marks a queued frame as an order to close the socket: what follows the marker is the (JSON) `error` frame the
+/// client gets first. The marker's first byte cannot start a JSON frame, so no chat event is ever mistaken for
+/// it; it travels the bus like any frame, so every instance closes its sockets of the user.
+pub const KICK_MARKER: &str = "\u{1}kick|";
+
 /// Frames waiting for one socket before it counts as too slow and is closed.
 pub const SOCKET_QUEUE: usize = 256;
 

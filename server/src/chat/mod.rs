@@ -6,11 +6,12 @@
 //! - [`rules`]: contact-sharing detection (rules operators can change).
 //! - [`ws`]: the WebSocket `GET /api/v1/ws`; [`api`]: the REST routes.
 //! - [`hub`], [`bus`], [`presence`]: this instance's sockets, fan-out to every instance (Redis pub/sub or
-//!   in-process), and who is online anywhere.
+//!   in-process), and who is online anywhere; [`activity`]: who chatted on which day (statistics).
 //!
 //! Other capabilities (orders) talk to chat only through [`cards`]. `docs/chat-protocol.md` documents the
 //! socket's frames.
 
+pub mod activity;
 pub mod api;
 pub mod bus;
 pub mod cards;
@@ -34,6 +35,8 @@ pub struct Chat {
     pub bus: bus::Bus,
     pub presence: presence::Presence,
     pub rules: rules::ContactRules,
+    /// Who chatted today (for the dashboard's daily active chatters).
+    pub activity: activity::Activity,
 }
 
 impl Chat {
@@ -65,6 +68,7 @@ impl Chat {
             hub,
             bus,
             rules: rules::ContactRules::default(),
+            activity: activity::Activity::default(),
         })
     }
 
@@ -97,6 +101,16 @@ impl Chat {
         if let bus::Bus::Redis(redis) = &self.bus {
             redis.publish(bus::encode(&self.instance, users, &frame));
         }
+    }
+
+    /// Closes every socket of `user_id` on every instance (a ban): each gets `error_frame` (a JSON `error`
+    /// frame), then a close with 1008 (policy). Like any event, it reaches other instances over the bus.
+    pub fn kick(&self, user_id: i64, error_frame: &str) {
+        self.publish(
+            &[user_id],
+            None,
+            Arc::from(format!("{}{error_frame}", hub::KICK_MARKER)),
+        );
     }
 
     /// Whether the user has an open socket on any instance.

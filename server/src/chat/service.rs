@@ -878,6 +878,13 @@ pub async fn send(
         .await;
     drop(turn);
     let (mut sent, queued) = outcome?;
+    if !sent.duplicate {
+        state
+            .chat
+            .activity
+            .record(&state.db, sender.id, sender.school_id, now)
+            .await;
+    }
     if queued {
         outbox::kick(state);
     }

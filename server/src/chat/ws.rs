@@ -31,7 +31,7 @@ use serde_json::{Value, json};
 use super::{
     api::{json_of, message_view, message_views},
     cards,
-    hub::SocketId,
+    hub::{KICK_MARKER, SocketId},
     model::{MessageKind, OfferAction},
     service::{self, Content},
 };
@@ -64,7 +64,7 @@ pub fn frame(kind: &str, fields: Value) -> String {
     Value::Object(obj).to_string()
 }
 
-fn error_frame(code: &str, message: &str, client_msg_id: Option<&str>) -> String {
+pub fn error_frame(code: &str, message: &str, client_msg_id: Option<&str>) -> String {
     let mut fields = json!({ "code": code, "message": message });
     if let Some(id) = client_msg_id {
         fields["client_msg_id"] = id.into();
@@ -497,6 +497,11 @@ async fn run(state: AppState, user: user::Model, token: String, mut socket: WebS
                 }
             }
             out = reg.frames.recv() => match out {
+                Some(f) if f.starts_with(KICK_MARKER) => {
+                    let _ = send_text(&mut socket, f[KICK_MARKER.len()..].to_string()).await;
+                    let _ = socket.send(Message::close_with(CloseCode::Policy, "session ended")).await;
+                    break;
+                }
                 Some(f) => open = send_text(&mut socket, f.to_string()).await,
                 None => {
                     let _ = socket

@@ -169,6 +169,8 @@ pub async fn create(state: &AppState, buyer_id: i64, input: NewOrder) -> AppResu
         check_meetup_place(db, &l, place_id).await?;
     }
 
+    // Read before the transaction (the settings may come from the database).
+    let payment_timeout = settings::payment_timeout(state).await;
     let now = util::now();
     let txn = db.begin().await?;
     // Write first: the reservation is the race's single point of decision.
@@ -201,7 +203,7 @@ pub async fn create(state: &AppState, buyer_id: i64, input: NewOrder) -> AppResu
     let (status, expires_at) = match input.payment_method {
         PaymentMethod::WechatPay => (
             OrderStatus::PendingPayment,
-            Some(now + settings::chrono(settings::payment_timeout(state))),
+            Some(now + settings::chrono(payment_timeout)),
         ),
         PaymentMethod::Offline => (OrderStatus::PendingHandover, None),
     };
@@ -373,9 +375,10 @@ pub enum Announcement<'a> {
     Changed(OrderTransition, Option<&'a str>),
     /// A payment arrived for an order already cancelled; it is being refunded.
     LatePaymentRefunded,
-    /// An operator decided a dispute (partial refund in fen, if any).
+    /// An operator decided a dispute (partial refund in fen, if any), with the reason both parties read.
     DisputeDecided {
         refund: Option<i64>,
+        reason: Option<&'a str>,
     },
 }
 
@@ -416,12 +419,16 @@ pub async fn announce(
             "order_refunded".into(),
             "订单取消后才收到付款，款项已原路退回买家。".into(),
         ),
-        Announcement::DisputeDecided { refund } => {
+        Announcement::DisputeDecided {
+            refund,
+            reason: why,
+        } => {
             let text = match (o.status, refund) {
-                (OrderStatus::Refunded, _) => "平台裁定：全额退款给买家。".to_string(),
-                (_, Some(fen)) => format!("平台裁定：交易完成，退还买家 {}。", yuan(fen)),
-                _ => "平台裁定：交易完成。".to_string(),
+                (OrderStatus::Refunded, _) => "平台裁定：全额退款给买家".to_string(),
+                (_, Some(fen)) => format!("平台裁定：交易完成，退还买家 {}", yuan(fen)),
+                _ => "平台裁定：交易完成".to_string(),
             };
+            let text = format!("{text}{}。", reason(why));
             for user in [o.buyer_id, o.seller_id] {
                 inbox.push((
                     user,
@@ -934,7 +941,7 @@ pub enum Decision {
     Complete,
 }
 
-/// Decides a dispute (called by the operator API). `operator` is recorded in the event log with `reason`.
+/// Decides a dispute in its own transaction. `operator` is recorded in the event log with `reason`.
 pub async fn decide_dispute(
     state: &AppState,
     order_id: i64,
@@ -943,12 +950,30 @@ pub async fn decide_dispute(
     reason: &str,
 ) -> AppResult<order::Model> {
     let o = find(&state.db, order_id).await?;
+    let txn = state.db.begin().await?;
+    let (done, after) = decide_dispute_in(state, &txn, &o, operator, decision, reason).await?;
+    txn.commit().await?;
+    after.run(state);
+    Ok(done)
+}
+
+/// Decides the dispute of `o` (as the caller read it) in the caller's transaction — the operator API opens its
+/// audit row first in the same one. The status changes by the conditional update from `o.status`, so a
+/// decision racing another is 409 `invalid_transition`. Run the returned [`AfterCommit`] after the commit: it
+/// submits the refund to WeChat and pushes the cards.
+pub async fn decide_dispute_in(
+    state: &AppState,
+    txn: &impl ConnectionTrait,
+    o: &order::Model,
+    operator: &str,
+    decision: Decision,
+    reason: &str,
+) -> AppResult<(order::Model, AfterCommit)> {
     if o.status != OrderStatus::Disputed {
         return Err(refused(o.status, OrderTransition::DecideRefund));
     }
     let actor = Actor::Operator(operator.to_string());
     let reason = clip(reason, 1000);
-    let txn = state.db.begin().await?;
     let mut after = AfterCommit::default();
     let (done, refund) = match decision {
         Decision::Refund { fen } if !(1..=o.amount).contains(&fen) => {
@@ -959,24 +984,24 @@ pub async fn decide_dispute(
         }
         Decision::Refund { fen } if fen == o.amount => {
             let done = transition_in(
-                &txn,
-                &o,
+                txn,
+                o,
                 OrderTransition::DecideRefund,
                 &actor,
                 Some(&reason),
                 |q| q,
             )
             .await?;
-            mark_listing(&txn, o.listing_id, ListingTransition::Unreserve).await?;
+            mark_listing(txn, o.listing_id, ListingTransition::Unreserve).await?;
             after
                 .refunds
-                .push(payments::refunds::create_in(&txn, &done, fen, "平台裁定退款").await?);
+                .push(payments::refunds::create_in(txn, &done, fen, "平台裁定退款").await?);
             (done, Some(fen))
         }
         Decision::Refund { fen } => {
             let done = transition_in(
-                &txn,
-                &o,
+                txn,
+                o,
                 OrderTransition::DecideComplete,
                 &actor,
                 Some(&reason),
@@ -985,21 +1010,21 @@ pub async fn decide_dispute(
             .await?;
             after
                 .refunds
-                .push(payments::refunds::create_in(&txn, &done, fen, "平台裁定部分退款").await?);
-            on_completed(state, &txn, &done, fen).await?;
+                .push(payments::refunds::create_in(txn, &done, fen, "平台裁定部分退款").await?);
+            on_completed(state, txn, &done, fen).await?;
             (done, Some(fen))
         }
         Decision::Complete => {
             let done = transition_in(
-                &txn,
-                &o,
+                txn,
+                o,
                 OrderTransition::DecideComplete,
                 &actor,
                 Some(&reason),
                 |q| q,
             )
             .await?;
-            on_completed(state, &txn, &done, 0).await?;
+            on_completed(state, txn, &done, 0).await?;
             (done, None)
         }
     };
@@ -1007,16 +1032,22 @@ pub async fn decide_dispute(
         let mut inbox = Vec::new();
         completion_inbox(&done, &mut inbox);
         for (user, kind, title, body) in inbox {
-            notify(&txn, user, kind, title, &body, Some("order"), Some(done.id)).await?;
+            notify(txn, user, kind, title, &body, Some("order"), Some(done.id)).await?;
         }
         after.shipping = Some(done.id);
     }
-    after
-        .deliveries
-        .push(announce(&txn, &done, Announcement::DisputeDecided { refund }).await?);
-    txn.commit().await?;
-    after.run(state);
-    Ok(done)
+    after.deliveries.push(
+        announce(
+            txn,
+            &done,
+            Announcement::DisputeDecided {
+                refund,
+                reason: Some(&reason),
+            },
+        )
+        .await?,
+    );
+    Ok((done, after))
 }
 
 /// Sweep: unpaid WeChat Pay orders past their deadline are closed at WeChat, then cancelled (or marked paid,
@@ -1060,7 +1091,7 @@ pub async fn expire_due(state: &AppState) -> AppResult<u64> {
 
 /// Sweep: paid orders with no hand-over, refund request or dispute for `ORDER_AUTO_COMPLETE_DAYS` complete.
 pub async fn auto_complete_due(state: &AppState) -> AppResult<u64> {
-    let cutoff = util::now() - settings::chrono(settings::auto_complete_after(state));
+    let cutoff = util::now() - settings::chrono(settings::auto_complete_after(state).await);
     let due = order::Entity::find()
         .filter(order::Column::Status.eq(OrderStatus::Paid))
         .filter(order::Column::PaidAt.lte(cutoff))

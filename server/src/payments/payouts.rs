@@ -398,26 +398,68 @@ pub async fn reconcile_due(state: &AppState) -> AppResult<u64> {
         .await?;
     let mut n = 0;
     for p in due {
-        let claimed = payout::Entity::update_many()
-            .col_expr(payout::Column::Attempts, Expr::value(p.attempts + 1))
-            .col_expr(
-                payout::Column::NextAttemptAt,
-                Expr::value(now + backoff(p.attempts + 1)),
-            )
-            .filter(payout::Column::Id.eq(p.id))
-            .filter(payout::Column::Attempts.eq(p.attempts))
-            .filter(payout::Column::Status.eq(p.status))
-            .exec(&state.db)
-            .await?
-            .rows_affected
-            == 1;
-        if !claimed {
-            continue;
-        }
-        match resolve(state, &p).await {
-            Ok(()) => n += 1,
+        match reconcile_one(state, &p).await {
+            Ok(true) => n += 1,
+            Ok(false) => {}
             Err(e) => tracing::warn!(payout_id = p.id, error = %e, "transfer bill query failed"),
         }
     }
     Ok(n)
+}
+
+/// One step for one payout as the sweep and the operators' retry take it: claims it (conditional update on its
+/// attempt count and status, so concurrent workers never overlap), then asks WeChat about its current bill and
+/// applies the answer — an uncertain request is always resolved by this query, never by a second bill. Returns
+/// false when another worker claimed it first.
+pub async fn reconcile_one(state: &AppState, p: &payout::Model) -> AppResult<bool> {
+    let now = util::now();
+    let claimed = payout::Entity::update_many()
+        .col_expr(payout::Column::Attempts, Expr::value(p.attempts + 1))
+        .col_expr(
+            payout::Column::NextAttemptAt,
+            Expr::value(now + backoff(p.attempts + 1)),
+        )
+        .filter(payout::Column::Id.eq(p.id))
+        .filter(payout::Column::Attempts.eq(p.attempts))
+        .filter(payout::Column::Status.eq(p.status))
+        .exec(&state.db)
+        .await?
+        .rows_affected
+        == 1;
+    if !claimed {
+        return Ok(false);
+    }
+    resolve(state, p).await?;
+    Ok(true)
+}
+
+/// Whether an operator's retry has something to do: a bill whose outcome is unknown or unfinished (queried at
+/// once). A `ready` payout waits for the seller to collect it in the Mini Program (409 `payout_awaits_seller`);
+/// a paid-out one is done (409 `payout_settled`).
+pub fn check_retryable(p: &payout::Model) -> AppResult<()> {
+    match p.status {
+        PayoutStatus::Uncertain | PayoutStatus::WaitUserConfirm | PayoutStatus::Processing => {
+            Ok(())
+        }
+        PayoutStatus::Ready => Err(AppError::conflict(
+            "payout_awaits_seller",
+            "no transfer bill is open: the seller collects the payout in the Mini Program (a failed bill was \
+             already replaced)",
+        )),
+        PayoutStatus::Succeeded => Err(AppError::conflict(
+            "payout_settled",
+            "the payout is already in the seller's WeChat balance",
+        )),
+    }
+}
+
+/// The payout of an order, if it has one.
+pub async fn of_order(
+    db: &impl ConnectionTrait,
+    order_id: i64,
+) -> AppResult<Option<payout::Model>> {
+    Ok(payout::Entity::find()
+        .filter(payout::Column::OrderId.eq(order_id))
+        .one(db)
+        .await?)
 }

@@ -104,11 +104,72 @@ async fn claim(
 }
 
 /// Sends a pending refund to WeChat (same `out_refund_no` as any earlier attempt) and applies the answer. A
-/// failure leaves it pending for the sweep.
+/// failure leaves it pending for the sweep. After an attempt whose outcome is unknown, WeChat is asked first
+/// (see [`reconcile_one`]).
 pub async fn submit(state: &AppState, refund_id: i64) -> AppResult<()> {
-    let Some(r) = claim(state, refund_id, &[RefundStatus::Pending]).await? else {
-        return Ok(());
+    reconcile_one(state, refund_id).await.map(|_| ())
+}
+
+/// One step for one due refund, as the sweep and the operators' retry take it: claims it (so concurrent
+/// attempts never overlap), then
+/// - a pending refund never sent is sent;
+/// - a pending refund sent before (the answer was lost or refused) is first queried under its
+///   `out_refund_no`: if WeChat has it, its status is applied and it is not sent again; only if WeChat does not
+///   know it is it sent (with the same number);
+/// - a processing or abnormal refund is queried and its status applied.
+///
+/// Returns false when the refund was not due (or another worker claimed it).
+pub async fn reconcile_one(state: &AppState, refund_id: i64) -> AppResult<bool> {
+    let Some(r) = claim(
+        state,
+        refund_id,
+        &[
+            RefundStatus::Pending,
+            RefundStatus::Processing,
+            RefundStatus::Abnormal,
+        ],
+    )
+    .await?
+    else {
+        return Ok(false);
     };
+    if r.status == RefundStatus::Pending && r.attempts == 0 {
+        send(state, &r).await?;
+        return Ok(true);
+    }
+    match state.pay.query_refund(&r.out_refund_no).await {
+        Ok(answer) => apply(state, &answer).await?,
+        Err(e) if super::not_found(&e) && r.status == RefundStatus::Pending => {
+            send(state, &r).await?
+        }
+        Err(e) => {
+            tracing::warn!(refund_id = r.id, error = %e, "refund query failed");
+            return Err(super::pay_error("refund query", &e));
+        }
+    }
+    Ok(true)
+}
+
+/// Makes these refunds due now (an operator's retry), in the caller's transaction; returns how many.
+pub async fn make_due_in(txn: &impl ConnectionTrait, refund_ids: &[i64]) -> AppResult<u64> {
+    if refund_ids.is_empty() {
+        return Ok(0);
+    }
+    Ok(refund::Entity::update_many()
+        .col_expr(refund::Column::NextAttemptAt, Expr::value(util::now()))
+        .filter(refund::Column::Id.is_in(refund_ids.iter().copied()))
+        .filter(refund::Column::Status.is_in([
+            RefundStatus::Pending,
+            RefundStatus::Processing,
+            RefundStatus::Abnormal,
+        ]))
+        .exec(txn)
+        .await?
+        .rows_affected)
+}
+
+/// Sends a claimed refund and applies WeChat's answer; a failure is kept in `last_error`.
+async fn send(state: &AppState, r: &refund::Model) -> AppResult<()> {
     let p = payment::Entity::find()
         .filter(payment::Column::OrderId.eq(r.order_id))
         .one(&state.db)
@@ -226,27 +287,10 @@ pub async fn retry_due(state: &AppState) -> AppResult<u64> {
         .await?;
     let mut n = 0;
     for r in due {
-        if r.status == RefundStatus::Pending {
-            if submit(state, r.id).await.is_ok() {
-                n += 1;
-            }
-            continue;
-        }
-        let Some(r) = claim(
-            state,
-            r.id,
-            &[RefundStatus::Processing, RefundStatus::Abnormal],
-        )
-        .await?
-        else {
-            continue;
-        };
-        match state.pay.query_refund(&r.out_refund_no).await {
-            Ok(answer) => {
-                apply(state, &answer).await?;
-                n += 1;
-            }
-            Err(e) => tracing::warn!(refund_id = r.id, error = %e, "refund query failed"),
+        match reconcile_one(state, r.id).await {
+            Ok(true) => n += 1,
+            Ok(false) => {}
+            Err(e) => tracing::warn!(refund_id = r.id, error = %e, "refund retry failed"),
         }
     }
     Ok(n)

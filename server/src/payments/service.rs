@@ -297,15 +297,24 @@ pub async fn sync(state: &AppState, user_id: i64, order_id: i64) -> AppResult<or
         && let Some(p) = of_order(&state.db, o.id).await?
         && p.prepaid_at.is_some()
     {
-        match state.pay.query_order(&p.out_trade_no).await {
-            Ok(tx) => {
-                apply_transaction(state, &tx, "query").await?;
-            }
-            Err(e) if super::not_found(&e) => {}
-            Err(e) => return Err(pay_error("query", &e)),
-        }
+        query_and_apply(state, &p, "query").await?;
     }
     orders::find(&state.db, order_id).await
+}
+
+/// Asks WeChat about the payment's order and applies what it reports, as a notification would (exactly once,
+/// refunding a payment that arrives for a cancelled order). `None`: WeChat has no such order (no prepay was
+/// ever made, or it was never created).
+pub async fn query_and_apply(
+    state: &AppState,
+    p: &payment::Model,
+    source: &str,
+) -> AppResult<Option<Applied>> {
+    match state.pay.query_order(&p.out_trade_no).await {
+        Ok(tx) => Ok(Some(apply_transaction(state, &tx, source).await?)),
+        Err(e) if super::not_found(&e) => Ok(None),
+        Err(e) => Err(pay_error("query", &e)),
+    }
 }
 
 /// Closes the WeChat order of an unpaid order before it is cancelled, so the buyer can no longer pay it. When

@@ -4,11 +4,22 @@
 
 use std::collections::BTreeMap;
 
-use campus_trade::admin::{audit::audit_log, auth::Role, totp};
-use campus_trade_tests::{Student, TestApp, TestOperator, app_test};
+use campus_trade::{
+    admin::{audit::audit_log, auth::Role, totp},
+    orders::service::{Decision, decide_dispute},
+};
+use campus_trade_tests::{
+    Student, TestApp, TestOperator, app_test,
+    ws::{Auth, ChatSocket},
+};
 use reqwest::{Method, StatusCode};
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
 use serde_json::{Value, json};
+
+use super::{
+    orders::act,
+    payments::{Deal, deal, paid_deal, prepay, sandbox_state},
+};
 
 // ---------------------------------------------------------------------------------------------------------------
 // Fixtures
@@ -186,6 +197,64 @@ async fn last_audit_id(app: &TestApp) -> i64 {
         .unwrap_or(0)
 }
 
+/// A paid WeChat Pay order whose seller refused the buyer's refund: a dispute for an operator.
+async fn disputed_deal(app: &TestApp, price: i64) -> Deal {
+    let d = paid_deal(app, price).await;
+    let (s, b) = act(
+        app,
+        &d.buyer,
+        d.order,
+        "refund-request",
+        json!({ "reason": "东西是坏的" }),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let (s, b) = act(
+        app,
+        &d.seller,
+        d.order,
+        "refund-response",
+        json!({ "accept": false, "reason": "交货时是好的" }),
+    )
+    .await;
+    assert_eq!(
+        (s, b["status"].as_str()),
+        (StatusCode::OK, Some("disputed")),
+        "{b}"
+    );
+    d
+}
+
+/// Makes the sandbox's next call of `kind` fail with `fault`.
+async fn fail_next(app: &TestApp, kind: &str, fault: &str, delay_ms: Option<u64>) {
+    let mut body = json!({ "kind": kind, "fault": fault });
+    if let Some(ms) = delay_ms {
+        body["delay_ms"] = ms.into();
+    }
+    let (s, b) = app
+        .post("/sandbox/wechatpay/_sandbox/fail-next", None, &body)
+        .await;
+    assert!(s.is_success(), "{b}");
+}
+
+/// The order's first refund as the operator API shows it, once `pred` holds (refunds move in the background).
+async fn wait_refund(app: &TestApp, order: i64, pred: impl Fn(&Value) -> bool) -> Value {
+    let admin = app.operator(Role::Admin, None).await;
+    let mut last = Value::Null;
+    for _ in 0..300 {
+        let (s, o) = app
+            .get(&format!("/admin/api/v1/orders/{order}"), Some(&admin))
+            .await;
+        assert_eq!(s, StatusCode::OK, "{o}");
+        last = o["refunds"][0].clone();
+        if !last.is_null() && pred(&last) {
+            return last;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("the refund of order {order} never got there: {last}");
+}
+
 fn totp_now(secret: &str) -> String {
     let key = totp::base32_decode(secret).unwrap();
     totp::totp(&key, chrono::Utc::now().timestamp() as u64, 6)
@@ -328,6 +397,12 @@ const MATRIX: &[(&str, &str)] = &[
     ("admin_list_reviews", "moderation"),
     ("hide_review", "moderation"),
     ("unhide_review", "moderation"),
+    ("list_orders", "orders"),
+    ("get_order", "orders"),
+    ("decide_dispute", "orders"),
+    ("retry_refund", "orders"),
+    ("retry_payout", "orders"),
+    ("query_payment", "orders"),
     ("get_settings", "settings"),
     ("update_settings", "settings"),
     ("get_stats", "stats"),
@@ -886,6 +961,62 @@ async fn recipe(app: &TestApp, fx: &Fx, admin: &TestOperator, op: &str, n: usize
                 ("unhide", Body::None)
             };
             call(Method::POST, format!("/reviews/{id}/{verb}"), a, body, me)
+        }
+        "decide_dispute" => {
+            let d = disputed_deal(app, 4000).await;
+            call(
+                Method::POST,
+                format!("/orders/{}/dispute-decision", d.order),
+                a,
+                Body::Json(json!({ "decision": "complete", "reason": "卖家已证明商品完好" })),
+                me,
+            )
+        }
+        "retry_refund" => {
+            let d = disputed_deal(app, 4100).await;
+            fail_next(app, "refund", "system_error", None).await;
+            decide_dispute(
+                &app.state,
+                d.order,
+                "ops",
+                Decision::Refund { fen: 4100 },
+                "退款",
+            )
+            .await
+            .unwrap();
+            wait_refund(app, d.order, |r| r["last_error"].is_string()).await;
+            call(
+                Method::POST,
+                format!("/orders/{}/retry-refund", d.order),
+                a,
+                Body::None,
+                me,
+            )
+        }
+        "retry_payout" => {
+            let d = paid_deal(app, 4200).await;
+            let (s, b) = act(app, &d.buyer, d.order, "confirm-receipt", json!({})).await;
+            assert_eq!(s, StatusCode::OK, "{b}");
+            let (s, b) = act(app, &d.seller, d.order, "payout", json!({})).await;
+            assert_eq!(s, StatusCode::OK, "{b}");
+            call(
+                Method::POST,
+                format!("/orders/{}/retry-payout", d.order),
+                a,
+                Body::None,
+                me,
+            )
+        }
+        "query_payment" => {
+            let d = deal(app, 4300).await;
+            prepay(app, &d.buyer, d.order).await;
+            call(
+                Method::POST,
+                format!("/orders/{}/query-payment", d.order),
+                a,
+                Body::None,
+                me,
+            )
         }
         "remove_comment" => {
             let s = student(app, &format!("commenter{n}"), fx.school).await;
@@ -1657,6 +1788,448 @@ app_test!(
         assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
         let (s, _) = app.get("/admin/api/v1/stats?from=2020-02-01&to=2020-01-01", Some(&support)).await;
         assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    }
+);
+
+// ---------------------------------------------------------------------------------------------------------------
+// Orders and disputes
+
+/// The sandbox's record of the refund numbered `out_refund_no`.
+async fn wechat_refund(app: &TestApp, out_refund_no: &str) -> Value {
+    let sb = sandbox_state(app).await;
+    sb["refunds"]
+        .as_object()
+        .unwrap()
+        .values()
+        .find(|r| r["out_refund_no"] == out_refund_no)
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+app_test!(
+    async fn support_operators_find_orders_and_decide_disputes_with_a_wechat_refund(backend) {
+        let app = TestApp::spawn(backend).await;
+        let fx = fixture(&app).await;
+        let admin = app.operator(Role::Admin, None).await;
+        let support = app.operator(Role::Support, None).await;
+        let d = disputed_deal(&app, 5000).await;
+        // Listed, filtered, paged.
+        let (s, page) = app.get(&format!("/admin/api/v1/orders?status=disputed&school={}", fx.school), Some(&support)).await;
+        assert_eq!(s, StatusCode::OK, "{page}");
+        let items = page["items"].as_array().unwrap();
+        assert_eq!(items.len(), 1, "{page}");
+        assert_eq!((items[0]["id"].as_i64(), items[0]["school_id"].as_i64()), (Some(d.order), Some(fx.school)));
+        assert!(items[0].get("handover_code").is_none(), "the hand-over code is the buyer's");
+        let (_, page) = app.get(&format!("/admin/api/v1/orders?buyer_id={}", d.seller.id), Some(&support)).await;
+        assert!(page["items"].as_array().unwrap().is_empty(), "{page}");
+        let (_, page) = app.get(&format!("/admin/api/v1/orders?seller_id={}&status=paid", d.seller.id), Some(&support)).await;
+        assert!(page["items"].as_array().unwrap().is_empty(), "{page}");
+        let (s, b) = app.get("/admin/api/v1/orders?limit=0", Some(&support)).await;
+        assert_eq!((s, b["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("validation_failed")));
+        // One order with its history and money.
+        let (s, o) = app.get(&format!("/admin/api/v1/orders/{}", d.order), Some(&support)).await;
+        assert_eq!(s, StatusCode::OK, "{o}");
+        let steps: Vec<&str> = o["events"].as_array().unwrap().iter().map(|e| e["to_status"].as_str().unwrap()).collect();
+        assert_eq!(steps, ["pending_payment", "paid", "refund_requested", "disputed"]);
+        assert_eq!((o["payment"]["status"].as_str(), o["payment"]["amount"].as_i64()), (Some("paid"), Some(5000)));
+        assert!(o["refunds"].as_array().unwrap().is_empty() && o["payout"].is_null());
+        let (s, _) = app.get("/admin/api/v1/orders/999999", Some(&support)).await;
+        assert_eq!(s, StatusCode::NOT_FOUND);
+
+        // Bad decisions are 4xx with a code, never 500.
+        let path = format!("/admin/api/v1/orders/{}/dispute-decision", d.order);
+        for bad in [
+            json!({ "decision": "refund", "refund_fen": 0, "reason": "x" }),
+            json!({ "decision": "refund", "refund_fen": 5001, "reason": "x" }),
+            json!({ "decision": "complete", "refund_fen": 100, "reason": "x" }),
+            json!({ "decision": "refund", "reason": "   " }),
+        ] {
+            let (s, b) = app.post(&path, Some(&support), &bad).await;
+            assert_eq!((s, b["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("validation_failed")), "{bad}: {b}");
+        }
+        let (s, _) = app.post(&path, Some(&support), &json!({ "decision": "maybe", "reason": "x" })).await;
+        assert!(s.is_client_error(), "{s}");
+
+        // A full refund: the order is refunded, the refund reaches WeChat Pay and succeeds there.
+        let mark = last_audit_id(&app).await;
+        let (s, o) = app.post(&path, Some(&support), &json!({ "decision": "refund", "reason": "商品与描述不符" })).await;
+        assert_eq!(s, StatusCode::OK, "{o}");
+        assert_eq!(o["order"]["status"], "refunded");
+        assert_eq!(o["refunds"][0]["amount"], 5000);
+        let last = o["events"].as_array().unwrap().last().unwrap().clone();
+        assert_eq!((last["actor"].as_str(), last["reason"].as_str()), (Some("operator"), Some("商品与描述不符")));
+        // One audit row, written in the decision's transaction.
+        let rows = audit_since(&app, mark).await;
+        assert_eq!(rows.len(), 1, "{rows:?}");
+        assert_eq!((rows[0].action.as_str(), rows[0].reason.as_deref(), rows[0].school_id), ("order.decide_dispute", Some("商品与描述不符"), Some(fx.school)));
+        assert_eq!(rows[0].after.as_ref().unwrap()["status"], "refunded");
+        let refund = wait_refund(&app, d.order, |r| r["status"] == "succeeded").await;
+        let at_wechat = wechat_refund(&app, refund["out_refund_no"].as_str().unwrap()).await;
+        assert_eq!((at_wechat["refund"].as_i64(), at_wechat["total"].as_i64(), at_wechat["status"].as_str()), (Some(5000), Some(5000), Some("SUCCESS")), "{at_wechat}");
+        assert_eq!(refund["refund_id"], at_wechat["refund_id"]);
+        // Both parties read the decision and its reason.
+        for who in [&d.buyer, &d.seller] {
+            let told = inbox(&app, who).await;
+            assert!(
+                told.iter().any(|n| n["kind"] == "dispute_decided" && n["body"].as_str().unwrap().contains("商品与描述不符")),
+                "{told:?}"
+            );
+        }
+        // Decided once.
+        let (s, b) = app.post(&path, Some(&support), &json!({ "decision": "complete", "reason": "再来" })).await;
+        assert_eq!((s, b["code"].as_str(), b["current_status"].as_str()), (StatusCode::CONFLICT, Some("invalid_transition"), Some("refunded")));
+        let (s, b) = app.post(&format!("/admin/api/v1/orders/{}/retry-refund", d.order), Some(&support), &json!({})).await;
+        assert_eq!((s, b["code"].as_str()), (StatusCode::CONFLICT, Some("no_refund_to_retry")));
+
+        // A partial refund lets the deal stand: completed, the seller is paid the rest.
+        let d2 = disputed_deal(&app, 8000).await;
+        let (s, o) = app
+            .post(&format!("/admin/api/v1/orders/{}/dispute-decision", d2.order), Some(&support), &json!({ "decision": "refund", "refund_fen": 3000, "reason": "有划痕，部分退款" }))
+            .await;
+        assert_eq!(s, StatusCode::OK, "{o}");
+        assert_eq!((o["order"]["status"].as_str(), o["payout"]["amount"].as_i64(), o["payout"]["status"].as_str()), (Some("completed"), Some(5000), Some("ready")));
+        let refund = wait_refund(&app, d2.order, |r| r["status"] == "succeeded").await;
+        assert_eq!(wechat_refund(&app, refund["out_refund_no"].as_str().unwrap()).await["refund"], 3000);
+
+        // Operators of another school see none of it.
+        let (other, _) = other_school(&app, &admin, "orders-u").await;
+        let outsider = app.operator(Role::Support, Some(&[other])).await;
+        let (s, b) = app.get(&format!("/admin/api/v1/orders/{}", d.order), Some(&outsider)).await;
+        assert_eq!((s, b["code"].as_str()), (StatusCode::FORBIDDEN, Some("outside_school_scope")));
+        let (s, b) = app.post(&format!("/admin/api/v1/orders/{}/retry-payout", d2.order), Some(&outsider), &json!({})).await;
+        assert_eq!((s, b["code"].as_str()), (StatusCode::FORBIDDEN, Some("outside_school_scope")));
+        let (s, page) = app.get("/admin/api/v1/orders", Some(&outsider)).await;
+        assert_eq!(s, StatusCode::OK);
+        assert!(page["items"].as_array().unwrap().is_empty(), "{page}");
+        let (s, _) = app.get(&format!("/admin/api/v1/orders?school={}", fx.school), Some(&outsider)).await;
+        assert_eq!(s, StatusCode::FORBIDDEN);
+    }
+);
+
+app_test!(
+    async fn stuck_refunds_are_retried_and_an_uncertain_one_is_queried_before_sending_again(backend) {
+        // Real WeChat time (refunds take 30 s to succeed) and a short client timeout.
+        let app = TestApp::spawn_with(backend, &[("SANDBOX_WECHATPAY_TIME_SCALE", "1"), ("WECHATPAY_TIMEOUT_MS", "500")]).await;
+        let support = app.operator(Role::Support, None).await;
+        // WeChat refused the first submission (500): the retry sends it, under the same number.
+        let d = disputed_deal(&app, 6000).await;
+        fail_next(&app, "refund", "system_error", None).await;
+        let (s, o) = app
+            .post(&format!("/admin/api/v1/orders/{}/dispute-decision", d.order), Some(&support), &json!({ "decision": "refund", "reason": "退款" }))
+            .await;
+        assert_eq!(s, StatusCode::OK, "{o}");
+        let stuck = wait_refund(&app, d.order, |r| r["last_error"].is_string()).await;
+        assert_eq!(stuck["status"], "pending");
+        assert!(wechat_refund(&app, stuck["out_refund_no"].as_str().unwrap()).await.is_null(), "WeChat has nothing yet");
+        let mark = last_audit_id(&app).await;
+        let (s, o) = app.post(&format!("/admin/api/v1/orders/{}/retry-refund", d.order), Some(&support), &json!({})).await;
+        assert_eq!(s, StatusCode::OK, "{o}");
+        let r = &o["refunds"][0];
+        assert_eq!((r["status"].as_str(), r["out_refund_no"].as_str()), (Some("processing"), stuck["out_refund_no"].as_str()), "{r}");
+        assert!(r["last_error"].is_null(), "{r}");
+        assert_eq!(wechat_refund(&app, r["out_refund_no"].as_str().unwrap()).await["refund"], 6000);
+        let rows = audit_since(&app, mark).await;
+        assert_eq!((rows.len(), rows[0].action.as_str()), (1, "order.retry_refund"));
+
+        // The answer was lost (timeout) but WeChat made the refund: the retry asks WeChat first and does not
+        // send it again (a second submission would fail here).
+        let d2 = disputed_deal(&app, 7000).await;
+        fail_next(&app, "refund", "timeout", Some(1500)).await;
+        let (s, o) = app
+            .post(&format!("/admin/api/v1/orders/{}/dispute-decision", d2.order), Some(&support), &json!({ "decision": "refund", "reason": "退款" }))
+            .await;
+        assert_eq!(s, StatusCode::OK, "{o}");
+        let lost = wait_refund(&app, d2.order, |r| r["last_error"].is_string()).await;
+        assert_eq!(lost["status"], "pending");
+        assert_eq!(wechat_refund(&app, lost["out_refund_no"].as_str().unwrap()).await["refund"], 7000, "WeChat did make it");
+        fail_next(&app, "refund", "system_error", None).await;
+        let (s, o) = app.post(&format!("/admin/api/v1/orders/{}/retry-refund", d2.order), Some(&support), &json!({})).await;
+        assert_eq!(s, StatusCode::OK, "{o}");
+        assert_eq!(o["refunds"][0]["status"], "processing", "{o}");
+        assert_eq!(o["refunds"].as_array().unwrap().len(), 1);
+    }
+);
+
+app_test!(
+    async fn payments_and_payouts_are_asked_about_when_an_operator_says_so(backend) {
+        // Real WeChat time: a notification we failed to take is not repeated for 15 s.
+        let app = TestApp::spawn_with(backend, &[("SANDBOX_WECHATPAY_TIME_SCALE", "1"), ("WECHATPAY_TIMEOUT_MS", "500")]).await;
+        let support = app.operator(Role::Support, None).await;
+        let query = |order: i64| {
+            let app = &app;
+            let support = support.clone();
+            async move { app.post(&format!("/admin/api/v1/orders/{order}/query-payment"), Some(&support), &json!({})).await }
+        };
+        // Never prepaid: WeChat has no such order. Prepaid, unpaid: not paid.
+        let d = deal(&app, 3300).await;
+        let (s, r) = query(d.order).await;
+        assert_eq!((s, r["outcome"].as_str()), (StatusCode::OK, Some("unknown_to_wechat")), "{r}");
+        let prepay_id = prepay(&app, &d.buyer, d.order).await;
+        let (s, r) = query(d.order).await;
+        assert_eq!((s, r["outcome"].as_str(), r["detail"]["order"]["status"].as_str()), (StatusCode::OK, Some("not_paid"), Some("pending_payment")), "{r}");
+        // Paid while our notify endpoint was failing: the query applies it like the notification would, once.
+        let no = crate::payments::out_trade_no(&app, d.order).await;
+        crate::payments::payments_offline(&app).await;
+        crate::payments::wechat_pays(&app, &prepay_id).await;
+        crate::payments::first_failure(&app, &no).await;
+        crate::payments::payments_back(&app).await;
+        let (s, r) = query(d.order).await;
+        assert_eq!((s, r["outcome"].as_str()), (StatusCode::OK, Some("paid")), "{r}");
+        assert_eq!((r["detail"]["order"]["status"].as_str(), r["detail"]["payment"]["status"].as_str()), (Some("paid"), Some("paid")));
+        let paid_steps = r["detail"]["events"].as_array().unwrap().iter().filter(|e| e["to_status"] == "paid").count();
+        assert_eq!(paid_steps, 1);
+        let (s, b) = query(d.order).await;
+        assert_eq!((s, b["code"].as_str()), (StatusCode::CONFLICT, Some("payment_already_recorded")));
+
+        // The payout: nothing to retry until the seller collects; a transfer request whose answer was lost is
+        // resolved by asking WeChat, never by a second bill.
+        let retry = |order: i64| {
+            let app = &app;
+            let support = support.clone();
+            async move { app.post(&format!("/admin/api/v1/orders/{order}/retry-payout"), Some(&support), &json!({})).await }
+        };
+        let (s, b) = retry(d.order).await;
+        assert_eq!((s, b["code"].as_str()), (StatusCode::CONFLICT, Some("no_payout")));
+        let (s, b) = act(&app, &d.buyer, d.order, "confirm-receipt", json!({})).await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+        let (s, b) = retry(d.order).await;
+        assert_eq!((s, b["code"].as_str()), (StatusCode::CONFLICT, Some("payout_awaits_seller")));
+        fail_next(&app, "transfer", "timeout", Some(1500)).await;
+        let (s, b) = act(&app, &d.seller, d.order, "payout", json!({})).await;
+        assert_eq!((s, b["code"].as_str()), (StatusCode::SERVICE_UNAVAILABLE, Some("wechat_pay_unavailable")), "{b}");
+        let (_, o) = app.get(&format!("/admin/api/v1/orders/{}", d.order), Some(&support)).await;
+        assert_eq!(o["payout"]["status"], "uncertain", "{o}");
+        let bill_no = o["payout"]["out_bill_no"].as_str().unwrap().to_string();
+        let mark = last_audit_id(&app).await;
+        let (s, o) = retry(d.order).await;
+        assert_eq!(s, StatusCode::OK, "{o}");
+        assert_eq!((o["payout"]["status"].as_str(), o["payout"]["out_bill_no"].as_str()), (Some("wait_user_confirm"), Some(bill_no.as_str())), "{o}");
+        let bills = sandbox_state(&app).await["bills"].clone();
+        assert_eq!(bills.as_object().unwrap().len(), 1, "one bill at WeChat: {bills}");
+        let rows = audit_since(&app, mark).await;
+        assert_eq!((rows.len(), rows[0].action.as_str()), (1, "order.retry_payout"));
+    }
+);
+
+app_test!(
+    async fn a_ban_closes_the_students_live_chat_sockets(backend) {
+        let app = TestApp::spawn(backend).await;
+        let fx = fixture(&app).await;
+        let moderator = app.operator(Role::Moderator, None).await;
+        let mallory = student(&app, "mallory", fx.school).await;
+        let bob = student(&app, "bob", fx.school).await;
+        let mut phone = ChatSocket::connect(&app.base, &mallory.token, Auth::Header).await.unwrap();
+        let mut tablet = ChatSocket::connect(&app.base, &mallory.token, Auth::Query).await.unwrap();
+        let mut bystander = ChatSocket::connect(&app.base, &bob.token, Auth::Header).await.unwrap();
+        let (s, b) = app
+            .post(&format!("/admin/api/v1/users/{}/ban", mallory.id), Some(&moderator), &json!({ "reason": "诈骗" }))
+            .await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+        for socket in [&mut phone, &mut tablet] {
+            let f = socket.next_of("error").await.unwrap();
+            assert_eq!(f["code"], "account_banned", "{f}");
+            let closed = socket.next_within(std::time::Duration::from_secs(5)).await.unwrap_err();
+            assert!(closed.to_string().contains("closed"), "{closed}");
+        }
+        // Nobody else is disturbed, and the banned student cannot reconnect.
+        let ping = bystander.next_within(std::time::Duration::from_millis(300)).await;
+        assert!(ping.is_ok(), "{ping:?}");
+        assert_eq!(ChatSocket::refused_status(&app.base, Some(&mallory.token)).await, Some(401));
+    }
+);
+
+app_test!(
+    async fn order_timers_follow_the_site_settings_without_a_restart(backend) {
+        use campus_trade::orders::model::order;
+        let app = TestApp::spawn(backend).await;
+        let admin = app.operator(Role::Admin, None).await;
+        let deadline = |id: i64| {
+            let app = &app;
+            async move {
+                let o = order::Entity::find_by_id(id).one(&app.state.db).await.unwrap().unwrap();
+                (o.expires_at.unwrap() - o.created_at).num_seconds()
+            }
+        };
+        let before = deal(&app, 1000).await;
+        assert_eq!(deadline(before.order).await, 15 * 60);
+        let (s, v) = app.patch("/admin/api/v1/settings", Some(&admin), &json!({ "order_payment_timeout_minutes": 30 })).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        let after = deal(&app, 1100).await;
+        assert_eq!(deadline(after.order).await, 30 * 60);
+
+        // A paid order two days old is not due with the default 7 days, and is with 1.
+        let d = paid_deal(&app, 1200).await;
+        order::Entity::update_many()
+            .col_expr(order::Column::PaidAt, sea_orm::sea_query::Expr::value(chrono::Utc::now() - chrono::Duration::days(2)))
+            .filter(order::Column::Id.eq(d.order))
+            .exec(&app.state.db)
+            .await
+            .unwrap();
+        let status = |id: i64| {
+            let app = &app;
+            async move { order::Entity::find_by_id(id).one(&app.state.db).await.unwrap().unwrap().status.as_str() }
+        };
+        campus_trade::orders::service::auto_complete_due(&app.state).await.unwrap();
+        assert_eq!(status(d.order).await, "paid");
+        let (s, v) = app.patch("/admin/api/v1/settings", Some(&admin), &json!({ "order_auto_complete_days": 1 })).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        campus_trade::orders::service::auto_complete_due(&app.state).await.unwrap();
+        assert_eq!(status(d.order).await, "completed");
+    }
+);
+
+app_test!(
+    async fn statistics_count_orders_money_disputes_and_chatters_per_day(backend) {
+        use campus_trade::{
+            orders::model::{OrderStatus, PaymentMethod, order, order_event},
+            payments::model::{PayoutStatus, RefundStatus, payout, refund},
+        };
+        use chrono::TimeZone;
+        use sea_orm::{ActiveValue::Set, EntityTrait};
+        let app = TestApp::spawn(backend).await;
+        let fx = fixture(&app).await;
+        let admin = app.operator(Role::Admin, None).await;
+        let (other, _) = other_school(&app, &admin, "stats-o").await;
+        let alice = student(&app, "alice", fx.school).await;
+        let bob = student(&app, "bob", fx.school).await;
+        let olga = student(&app, "olga", other).await;
+        let here = sell(&app, &alice, &fx, "台灯", "宿舍用").await["id"].as_i64().unwrap();
+        let there = sell(&app, &olga, &fx, "书架", "宿舍用").await["id"].as_i64().unwrap();
+        let db = &app.state.db;
+        // 2026-03-01 in China is 2026-02-28T16:00Z to 2026-03-01T16:00Z.
+        let t = |d: u32, h: u32| chrono::Utc.with_ymd_and_hms(2026, 3, d, h, 0, 0).unwrap();
+        let new_order = |listing: i64, seller: i64, amount: i64, at| order::ActiveModel {
+            listing_id: Set(listing),
+            buyer_id: Set(bob.id),
+            seller_id: Set(seller),
+            title: Set("x".into()),
+            amount: Set(amount),
+            payment_method: Set(PaymentMethod::WechatPay),
+            status: Set(OrderStatus::Paid),
+            offer_id: Set(None),
+            meetup_place_id: Set(None),
+            handover_code: Set("000000".into()),
+            handover_failures: Set(0),
+            handover_fail_day: Set(None),
+            expires_at: Set(None),
+            refund_reason: Set(None),
+            created_at: Set(at),
+            updated_at: Set(at),
+            paid_at: Set(Some(at)),
+            completed_at: Set(None),
+            cancelled_at: Set(None),
+            settled_at: Set(None),
+            ..Default::default()
+        };
+        let a = order::Entity::insert(new_order(here, alice.id, 5000, t(1, 3))).exec(db).await.unwrap().last_insert_id;
+        let b = order::Entity::insert(new_order(here, alice.id, 3000, t(1, 6))).exec(db).await.unwrap().last_insert_id;
+        let c = order::Entity::insert(new_order(there, olga.id, 9900, t(1, 9))).exec(db).await.unwrap().last_insert_id;
+        let events = [
+            (a, None, "pending_payment", "buyer", t(1, 2)),
+            (a, Some("pending_payment"), "paid", "system", t(1, 3)),
+            // 01:00 on March 2nd in China.
+            (a, Some("paid"), "completed", "buyer", t(1, 17)),
+            (a, Some("completed"), "settled", "system", t(2, 4)),
+            (b, None, "pending_payment", "buyer", t(1, 5)),
+            (b, Some("pending_payment"), "paid", "system", t(1, 6)),
+            (b, Some("paid"), "refund_requested", "buyer", t(1, 7)),
+            (b, Some("refund_requested"), "disputed", "seller", t(1, 8)),
+            (b, Some("disputed"), "refunded", "operator", t(2, 2)),
+            (c, None, "pending_payment", "buyer", t(1, 9)),
+            (c, Some("pending_payment"), "paid", "system", t(1, 9)),
+            // A late payment's refund is logged from a status to itself: no change of state.
+            (c, Some("paid"), "paid", "system", t(1, 10)),
+        ];
+        for (order_id, from, to, actor, at) in events {
+            order_event::Entity::insert(order_event::ActiveModel {
+                order_id: Set(order_id),
+                actor: Set(actor.into()),
+                actor_user_id: Set(None),
+                operator: Set(None),
+                from_status: Set(from.map(str::to_string)),
+                to_status: Set(to.into()),
+                reason: Set(None),
+                created_at: Set(at),
+                ..Default::default()
+            })
+            .exec(db)
+            .await
+            .unwrap();
+        }
+        refund::Entity::insert(refund::ActiveModel {
+            order_id: Set(b),
+            out_refund_no: Set("RFSTATS1".into()),
+            amount: Set(3000),
+            reason: Set("x".into()),
+            status: Set(RefundStatus::Succeeded),
+            refund_id: Set(Some("w1".into())),
+            attempts: Set(1),
+            next_attempt_at: Set(t(2, 2)),
+            last_error: Set(None),
+            created_at: Set(t(2, 2)),
+            updated_at: Set(t(2, 3)),
+            succeeded_at: Set(Some(t(2, 3))),
+            ..Default::default()
+        })
+        .exec(db)
+        .await
+        .unwrap();
+        payout::Entity::insert(payout::ActiveModel {
+            order_id: Set(a),
+            seller_id: Set(alice.id),
+            out_bill_no: Set("POSTATS1".into()),
+            attempt: Set(1),
+            amount: Set(4875),
+            fee: Set(125),
+            status: Set(PayoutStatus::Succeeded),
+            transfer_bill_no: Set(None),
+            package_info: Set(None),
+            fail_reason: Set(None),
+            attempts: Set(1),
+            next_attempt_at: Set(t(2, 4)),
+            created_at: Set(t(1, 17)),
+            updated_at: Set(t(2, 4)),
+            succeeded_at: Set(Some(t(2, 4))),
+            ..Default::default()
+        })
+        .exec(db)
+        .await
+        .unwrap();
+        for (user, school, at) in [(alice.id, fx.school, t(1, 2)), (bob.id, fx.school, t(1, 3)), (olga.id, other, t(1, 4)), (alice.id, fx.school, t(1, 20))] {
+            let day = campus_trade::orders::model::campus_day(at);
+            campus_trade::chat::activity::record_in(db, &day, user, Some(school), at).await.unwrap();
+        }
+        // The same student again the same day counts once.
+        campus_trade::chat::activity::record_in(db, "2026-03-01", bob.id, Some(fx.school), t(1, 5)).await.unwrap();
+
+        let support = app.operator(Role::Support, None).await;
+        let (s, r) = app.get(&format!("/admin/api/v1/stats?school={}&from=2026-03-01&to=2026-03-02", fx.school), Some(&support)).await;
+        assert_eq!(s, StatusCode::OK, "{r}");
+        let (d1, d2) = (&r["days"][0], &r["days"][1]);
+        assert_eq!(d1["orders"], json!({ "placed": 2, "paid": 2, "refund_requested": 1, "disputed": 1, "refunded": 0, "completed": 0, "settled": 0, "cancelled": 0 }), "{d1}");
+        assert_eq!(d2["orders"], json!({ "placed": 0, "paid": 0, "refund_requested": 0, "disputed": 0, "refunded": 1, "completed": 1, "settled": 1, "cancelled": 0 }), "{d2}");
+        let figures = |d: &Value| {
+            ["gmv_paid", "gmv_settled", "refunds", "refunded_fen", "disputes_opened", "disputes_decided", "active_chatters"]
+                .map(|k| d[k].as_i64().unwrap())
+        };
+        assert_eq!(figures(d1), [8000, 0, 0, 0, 1, 0, 2], "{d1}");
+        assert_eq!(figures(d2), [0, 5000, 1, 3000, 0, 1, 1], "{d2}");
+        assert_eq!(figures(&r["totals"]), [8000, 5000, 1, 3000, 1, 1, 3]);
+        // Every school.
+        let (_, all) = app.get("/admin/api/v1/stats?from=2026-03-01&to=2026-03-02", Some(&support)).await;
+        assert_eq!((all["days"][0]["orders"]["placed"].as_i64(), all["days"][0]["gmv_paid"].as_i64(), all["days"][0]["active_chatters"].as_i64()), (Some(3), Some(17900), Some(3)), "{all}");
+        assert_eq!(all["days"][0]["orders"]["paid"], 3, "a status logged to itself is no change");
+        // Chatting today makes a daily active chatter, once however much they say.
+        let (s, c) = app.post("/api/v1/conversations", Some(&bob.token), &json!({ "listing_id": here })).await;
+        assert!(s.is_success(), "{c}");
+        for (i, text) in ["还在吗", "可以便宜点吗"].iter().enumerate() {
+            let (s, m) = app
+                .post(&format!("/api/v1/conversations/{}/messages", c["id"]), Some(&bob.token), &json!({ "client_msg_id": format!("m{i}"), "kind": "text", "text": text }))
+                .await;
+            assert!(s.is_success(), "{m}");
+        }
+        let (_, today) = app.get(&format!("/admin/api/v1/stats?school={}", fx.school), Some(&support)).await;
+        assert_eq!(today["days"].as_array().unwrap().last().unwrap()["active_chatters"], 1, "{today}");
     }
 );
 

@@ -22,14 +22,14 @@ use super::orders::{
 };
 
 /// Seller, buyer and a listing of `price` fen bought with WeChat Pay; returns the order id.
-struct Deal {
-    seller: Student,
-    buyer: Student,
-    listing: i64,
-    order: i64,
+pub struct Deal {
+    pub seller: Student,
+    pub buyer: Student,
+    pub listing: i64,
+    pub order: i64,
 }
 
-async fn deal(app: &TestApp, price: i64) -> Deal {
+pub async fn deal(app: &TestApp, price: i64) -> Deal {
     let d = demo(app).await;
     let seller = student(app, "seller", &d).await;
     let buyer = student(app, "buyer", &d).await;
@@ -45,7 +45,7 @@ async fn deal(app: &TestApp, price: i64) -> Deal {
 }
 
 /// The buyer asks for `wx.requestPayment` parameters; returns the prepay id in `package`.
-async fn prepay(app: &TestApp, buyer: &Student, order: i64) -> String {
+pub async fn prepay(app: &TestApp, buyer: &Student, order: i64) -> String {
     let (s, p) = act(app, buyer, order, "wechat-pay", json!({})).await;
     assert_eq!(s, StatusCode::OK, "{p}");
     p["package"]
@@ -57,7 +57,7 @@ async fn prepay(app: &TestApp, buyer: &Student, order: i64) -> String {
 }
 
 /// What the buyer's WeChat does after `wx.requestPayment`: pays.
-async fn wechat_pays(app: &TestApp, prepay_id: &str) {
+pub async fn wechat_pays(app: &TestApp, prepay_id: &str) {
     let (s, b) = app
         .post(
             "/sandbox/wechatpay/pay",
@@ -68,7 +68,7 @@ async fn wechat_pays(app: &TestApp, prepay_id: &str) {
     assert_eq!(s, StatusCode::OK, "{b}");
 }
 
-async fn out_trade_no(app: &TestApp, order: i64) -> String {
+pub async fn out_trade_no(app: &TestApp, order: i64) -> String {
     payment::Entity::find()
         .filter(payment::Column::OrderId.eq(order))
         .one(&app.state.db)
@@ -79,7 +79,7 @@ async fn out_trade_no(app: &TestApp, order: i64) -> String {
 }
 
 /// Waits until the order has `status` in the eyes of `who` (notifications arrive asynchronously).
-async fn wait_status(app: &TestApp, who: &Student, order: i64, status: &str) -> Value {
+pub async fn wait_status(app: &TestApp, who: &Student, order: i64, status: &str) -> Value {
     let mut last = Value::Null;
     for _ in 0..200 {
         last = order_of(app, who, order).await;
@@ -113,7 +113,7 @@ async fn our_answers(app: &TestApp, subject: &str) -> Vec<Option<u64>> {
         .collect()
 }
 
-async fn sandbox_state(app: &TestApp) -> Value {
+pub async fn sandbox_state(app: &TestApp) -> Value {
     app.get("/sandbox/wechatpay/_sandbox/state", None).await.1
 }
 
@@ -129,7 +129,7 @@ async fn transitions(app: &TestApp, order: i64, from: &str, to: &str) -> u64 {
 }
 
 /// Buys, pays and waits for the notification: a paid order.
-async fn paid_deal(app: &TestApp, price: i64) -> Deal {
+pub async fn paid_deal(app: &TestApp, price: i64) -> Deal {
     let deal = deal(app, price).await;
     let prepay_id = prepay(app, &deal.buyer, deal.order).await;
     wechat_pays(app, &prepay_id).await;
@@ -154,7 +154,7 @@ async fn collect_payout(app: &TestApp, deal: &Deal) -> Value {
 }
 
 /// The WeChat Pay tables go away for a while (as in a database outage): our notify endpoint answers 500.
-async fn payments_offline(app: &TestApp) {
+pub async fn payments_offline(app: &TestApp) {
     app.state
         .db
         .execute_unprepared("ALTER TABLE payments RENAME TO payments_offline")
@@ -162,7 +162,7 @@ async fn payments_offline(app: &TestApp) {
         .unwrap();
 }
 
-async fn payments_back(app: &TestApp) {
+pub async fn payments_back(app: &TestApp) {
     app.state
         .db
         .execute_unprepared("ALTER TABLE payments_offline RENAME TO payments")
@@ -171,7 +171,7 @@ async fn payments_back(app: &TestApp) {
 }
 
 /// Waits for the first (failed) delivery attempt of the notification about `no`.
-async fn first_failure(app: &TestApp, no: &str) {
+pub async fn first_failure(app: &TestApp, no: &str) {
     for _ in 0..400 {
         let answers = our_answers(app, no).await;
         if let Some(first) = answers.first() {
