@@ -138,3 +138,84 @@ app_test!(
         assert_eq!(price_drop_count(&app).await, 1000);
     }
 );
+
+/// The outbox row of `user`, once `done` holds for it (the job and the test's own runs may both send it).
+async fn outbox_row(
+    app: &TestApp,
+    user: i64,
+    done: impl Fn(&campus_trade::notifications::outbox::outbox_message::Model) -> bool,
+) -> campus_trade::notifications::outbox::outbox_message::Model {
+    use campus_trade::notifications::outbox::outbox_message;
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+    for _ in 0..200 {
+        let row = outbox_message::Entity::find()
+            .filter(outbox_message::Column::UserId.eq(user))
+            .one(&app.state.db)
+            .await
+            .unwrap();
+        if let Some(r) = row.filter(|r| done(r)) {
+            return r;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("the outbox row of user {user} never got there");
+}
+
+app_test!(
+    async fn the_outbox_retries_a_busy_wechat_and_drops_a_refusal_for_good(backend) {
+        use campus_trade::notifications::outbox::{self, Outgoing, outbox_message::{self, Status}};
+        use campus_trade::wechat::sandbox::openid_for;
+        use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, sea_query::Expr};
+
+        const TEMPLATE: &str = "tmpl-outbox";
+        let app = TestApp::spawn(backend).await;
+        let alice = app.login("outboxa").await;
+        let bob = app.login("outboxb").await;
+        let (s, b) = app.post("/sandbox/wechat/_sandbox/templates", None, &json!({ "template_id": TEMPLATE, "keys": ["thing1"] })).await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+        let (s, b) = app.post("/sandbox/wechat/_sandbox/subscriptions", None, &json!({ "openid": openid_for("outboxa"), "template_id": TEMPLATE, "count": 5 })).await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+        let message = |user: i64| Outgoing {
+            user_id: user,
+            template_key: "test",
+            template_id: TEMPLATE.into(),
+            page: Some("pages/me/index".into()),
+            data: json!({ "thing1": { "value": "订单已完成" } }),
+        };
+
+        // WeChat is busy (-1) for the first send: the message stays queued, with the error and a later attempt.
+        let (s, b) = app.post("/sandbox/wechat/_sandbox/subscribe-failures", None, &json!({ "errcodes": [-1] })).await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+        outbox::enqueue(&app.state.db, message(alice.id)).await.unwrap();
+        outbox::run_due(&app.state).await.unwrap();
+        let row = outbox_row(&app, alice.id, |r| r.attempts == 1).await;
+        assert_eq!(row.status, Status::Pending, "{row:?}");
+        assert!(row.last_error.as_deref().unwrap_or("").contains("-1"), "{row:?}");
+        assert!(row.next_attempt_at > chrono::Utc::now() + chrono::Duration::seconds(20), "backs off: {row:?}");
+        let url = format!("/sandbox/wechat/_sandbox/subscribe-messages?touser={}", openid_for("outboxa"));
+        assert!(app.get(&url, None).await.1["messages"].as_array().unwrap().is_empty());
+
+        // When it is due again, it goes out, once.
+        outbox_message::Entity::update_many()
+            .col_expr(outbox_message::Column::NextAttemptAt, Expr::value(chrono::Utc::now() - chrono::Duration::seconds(1)))
+            .filter(outbox_message::Column::Id.eq(row.id))
+            .exec(&app.state.db)
+            .await
+            .unwrap();
+        outbox::run_due(&app.state).await.unwrap();
+        let row = outbox_row(&app, alice.id, |r| r.status == Status::Sent).await;
+        assert_eq!(row.attempts, 2);
+        let got = app.get(&url, None).await.1["messages"].as_array().unwrap().clone();
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!(got[0]["data"]["thing1"]["value"], "订单已完成");
+        outbox::run_due(&app.state).await.unwrap();
+        assert_eq!(app.get(&url, None).await.1["messages"].as_array().unwrap().len(), 1, "never twice");
+
+        // Bob never subscribed: 43101 is permanent, so the message is dropped after one attempt, not retried.
+        outbox::enqueue(&app.state.db, message(bob.id)).await.unwrap();
+        outbox::run_due(&app.state).await.unwrap();
+        let row = outbox_row(&app, bob.id, |r| r.status != Status::Pending).await;
+        assert_eq!((row.status, row.attempts), (Status::Dropped, 1), "{row:?}");
+        assert!(row.last_error.as_deref().unwrap_or("").contains("43101"), "{row:?}");
+    }
+);

@@ -363,6 +363,7 @@ pub fn routes(sandbox: Arc<Sandbox>) -> impl poem::Endpoint {
         .at("/_sandbox/subscriptions", post(subscribe::grant))
         .at("/_sandbox/subscribe-messages", get(subscribe::received))
         .at("/_sandbox/templates", post(subscribe::add_template))
+        .at("/_sandbox/subscribe-failures", post(subscribe::fail_next))
         .data(sandbox)
 }
 

@@ -5,7 +5,9 @@
 //!
 //! Control endpoints: `POST /_sandbox/subscriptions {"openid", "template_id", "count"}` grants one-time
 //! subscriptions (what `wx.requestSubscribeMessage` does on the phone); `GET /_sandbox/subscribe-messages
-//! ?touser=` lists what was accepted; `POST /_sandbox/templates {"template_id", "keys"}` adds a template.
+//! ?touser=` lists what was accepted; `POST /_sandbox/templates {"template_id", "keys"}` adds a template;
+//! `POST /_sandbox/subscribe-failures {"errcodes": [-1, 45009]}` answers the next sends with those errors, one
+//! each, as a busy WeChat would (for the outbox's retries).
 
 use std::{collections::HashMap, sync::Arc};
 
@@ -32,6 +34,8 @@ pub(super) struct State {
     /// Every accepted message: the request body plus `msgid` and `received_at`.
     received: Vec<Value>,
     next_msgid: u64,
+    /// Errors the next sends get, first one first (set by `POST /_sandbox/subscribe-failures`).
+    failures: std::collections::VecDeque<i64>,
 }
 
 impl Default for State {
@@ -46,6 +50,7 @@ impl Default for State {
             grants: HashMap::new(),
             received: Vec::new(),
             next_msgid: 3_000_000_000,
+            failures: Default::default(),
         }
     }
 }
@@ -220,6 +225,15 @@ pub(super) fn send(
     if let Err(e) = sb.check_token(q.access_token.as_deref().unwrap_or("")) {
         return Json(e);
     }
+    let injected = sb
+        .subscribe
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .failures
+        .pop_front();
+    if let Some(code) = injected {
+        return Json(err(code, "system error"));
+    }
     match send_answer(&sb, body.map(|b| b.0)) {
         Ok(record) => Json(json!({ "errcode": 0, "errmsg": "ok", "msgid": record["msgid"] })),
         Err(e) => Json(e),
@@ -287,6 +301,26 @@ pub(super) fn received(Query(q): Query<ReceivedQuery>, sb: Data<&Arc<Sandbox>>) 
         })
         .collect();
     Json(json!({ "messages": messages }))
+}
+
+#[derive(Deserialize)]
+pub(super) struct FailuresBody {
+    errcodes: Vec<i64>,
+}
+
+/// `POST /_sandbox/subscribe-failures {"errcodes": [-1]}`: the next sends (one per code) get these errors
+/// instead of being judged, e.g. `-1` (system busy, worth a retry) or `45009` (quota).
+#[handler]
+pub(super) fn fail_next(body: Option<Json<FailuresBody>>, sb: Data<&Arc<Sandbox>>) -> Response {
+    let Some(Json(b)) = body else {
+        return bad_control("expected a JSON body {errcodes}");
+    };
+    if b.errcodes.is_empty() || b.errcodes.len() > 100 || b.errcodes.contains(&0) {
+        return bad_control("errcodes must be 1–100 non-zero WeChat error codes");
+    }
+    let mut state = sb.subscribe.lock().unwrap_or_else(|p| p.into_inner());
+    state.failures.extend(b.errcodes.iter().copied());
+    Json(json!({ "queued": state.failures.len() })).into_response()
 }
 
 #[derive(Deserialize)]
