@@ -294,6 +294,42 @@ fn page_limit(limit: Option<u64>) -> AppResult<u64> {
     Ok(limit)
 }
 
+/// The order `id` and its school, when the operator's schools cover it (403 `outside_school_scope` otherwise).
+async fn scoped(
+    state: &AppState,
+    auth: &Need<perm::Orders>,
+    id: i64,
+) -> AppResult<(order::Model, Option<i64>)> {
+    let o = orders::find(&state.db, id).await?;
+    let school = school_of(&state.db, &o).await?;
+    auth.school(school)?;
+    Ok((o, school))
+}
+
+/// Records an operator's request to WeChat Pay in the audit log, committed before WeChat is called: a WeChat
+/// call cannot be part of our transaction, and the request is worth recording whatever WeChat answers.
+async fn audit_request(
+    state: &AppState,
+    auth: &Need<perm::Orders>,
+    action: &str,
+    order_id: i64,
+    school: Option<i64>,
+    before: &impl poem_openapi::types::ToJSON,
+) -> AppResult<()> {
+    let txn = state.db.begin().await?;
+    let pending = audit::begin(&txn, auth.actor(), action).await?;
+    pending
+        .finish(
+            &txn,
+            audit::Record::target("order", order_id)
+                .school(school)
+                .before_view(before),
+        )
+        .await?;
+    txn.commit().await?;
+    Ok(())
+}
+
 /// The school of an order: its listing's.
 async fn school_of(db: &impl ConnectionTrait, o: &order::Model) -> AppResult<Option<i64>> {
     Ok(listing::Entity::find_by_id(o.listing_id)
@@ -422,9 +458,7 @@ impl OrdersApi {
         auth: Need<perm::Orders>,
         id: Path<i64>,
     ) -> AppResult<Json<AdminOrderDetail>> {
-        let o = orders::find(&state.db, id.0).await?;
-        let school = school_of(&state.db, &o).await?;
-        auth.school(school)?;
+        let (o, school) = scoped(&state, &auth, id.0).await?;
         Ok(Json(detail(&state, o, school).await?))
     }
 
@@ -447,9 +481,7 @@ impl OrdersApi {
         id: Path<i64>,
         body: Json<DisputeDecisionRequest>,
     ) -> AppResult<Json<AdminOrderDetail>> {
-        let o = orders::find(&state.db, id.0).await?;
-        let school = school_of(&state.db, &o).await?;
-        auth.school(school)?;
+        let (o, school) = scoped(&state, &auth, id.0).await?;
         let reason = super::reason(Some(body.reason.as_str()), true, 500)?.unwrap_or_default();
         let decision = match (body.decision, body.refund_fen) {
             (DisputeOutcome::Complete, Some(_)) => {
@@ -508,9 +540,7 @@ impl OrdersApi {
         auth: Need<perm::Orders>,
         id: Path<i64>,
     ) -> AppResult<Json<AdminOrderDetail>> {
-        let o = orders::find(&state.db, id.0).await?;
-        let school = school_of(&state.db, &o).await?;
-        auth.school(school)?;
+        let (o, school) = scoped(&state, &auth, id.0).await?;
         let open: Vec<refund::Model> = payments::refunds::of_orders(&state.db, &[o.id])
             .await?
             .into_iter()
@@ -569,9 +599,7 @@ impl OrdersApi {
         auth: Need<perm::Orders>,
         id: Path<i64>,
     ) -> AppResult<Json<AdminOrderDetail>> {
-        let o = orders::find(&state.db, id.0).await?;
-        let school = school_of(&state.db, &o).await?;
-        auth.school(school)?;
+        let (o, school) = scoped(&state, &auth, id.0).await?;
         let p = payments::payouts::of_order(&state.db, o.id)
             .await?
             .ok_or_else(|| {
@@ -581,17 +609,15 @@ impl OrdersApi {
                 )
             })?;
         payments::payouts::check_retryable(&p)?;
-        let txn = state.db.begin().await?;
-        let pending = audit::begin(&txn, auth.actor(), "order.retry_payout").await?;
-        pending
-            .finish(
-                &txn,
-                audit::Record::target("order", o.id)
-                    .school(school)
-                    .before_view(&payout_view(&p)),
-            )
-            .await?;
-        txn.commit().await?;
+        audit_request(
+            &state,
+            &auth,
+            "order.retry_payout",
+            o.id,
+            school,
+            &payout_view(&p),
+        )
+        .await?;
         payments::payouts::reconcile_one(&state, &p).await?;
         let o = orders::find(&state.db, o.id).await?;
         Ok(Json(detail(&state, o, school).await?))
@@ -614,9 +640,7 @@ impl OrdersApi {
         auth: Need<perm::Orders>,
         id: Path<i64>,
     ) -> AppResult<Json<PaymentQueryResult>> {
-        let o = orders::find(&state.db, id.0).await?;
-        let school = school_of(&state.db, &o).await?;
-        auth.school(school)?;
+        let (o, school) = scoped(&state, &auth, id.0).await?;
         let p = payments::service::of_order(&state.db, o.id)
             .await?
             .ok_or_else(|| {
@@ -631,17 +655,15 @@ impl OrdersApi {
                 "the payment of this order is already recorded",
             ));
         }
-        let txn = state.db.begin().await?;
-        let pending = audit::begin(&txn, auth.actor(), "order.query_payment").await?;
-        pending
-            .finish(
-                &txn,
-                audit::Record::target("order", o.id)
-                    .school(school)
-                    .before_view(&payment_view(&p)),
-            )
-            .await?;
-        txn.commit().await?;
+        audit_request(
+            &state,
+            &auth,
+            "order.query_payment",
+            o.id,
+            school,
+            &payment_view(&p),
+        )
+        .await?;
         let outcome = match payments::service::query_and_apply(&state, &p, "operator query").await?
         {
             None => PaymentQueryOutcome::UnknownToWechat,
