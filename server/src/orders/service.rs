@@ -307,15 +307,17 @@ pub async fn transition_in(
         OrderStatus::Settled => q.col_expr(order::Column::SettledAt, Expr::value(now)),
         _ => q,
     };
-    let res = extra(q)
+    // One statement: the conditional UPDATE hands back the row as it is now (`RETURNING`), so a transition costs
+    // no read-back (it runs inside the single writer slot on SQLite, where every statement counts).
+    let mut updated = extra(q)
         .filter(order::Column::Id.eq(o.id))
         .filter(order::Column::Status.eq(o.status))
-        .exec(txn)
+        .exec_with_returning(txn)
         .await?;
-    if res.rows_affected != 1 {
+    let Some(done) = updated.pop() else {
         let current = find(txn, o.id).await?;
         return Err(refused(current.status, t));
-    }
+    };
     record_event(txn, o.id, actor, Some(o.status), to, reason).await?;
     // Reputation follows in the same transaction: a completed deal counts for both sides, a seller's
     // cancellation against the seller's completion rate.
@@ -326,7 +328,7 @@ pub async fn transition_in(
         }
         _ => {}
     }
-    find(txn, o.id).await
+    Ok(done)
 }
 
 /// Writes one line of the order's event log.

@@ -207,6 +207,10 @@ pub async fn apply_transaction(
         }
     }
     let now = util::now();
+    // Read before the transaction (outside the writer slot): the order's transitions below are conditional on
+    // the status read here, so a change in between makes them fail and the whole notification roll back (and
+    // WeChat deliver it again), never apply to a stale order.
+    let o = orders::find(&state.db, p.order_id).await?;
     let _turn = state.write_gate.enter().await;
     let txn = state.db.begin().await?;
     // The guard of exactly-once: only the first report flips the payment to paid (write first).
@@ -233,7 +237,6 @@ pub async fn apply_transaction(
     if res.rows_affected == 0 {
         return Ok(Applied::AlreadyApplied);
     }
-    let o = orders::find(&txn, p.order_id).await?;
     let mut after = AfterCommit::default();
     let applied = match o.status {
         OrderStatus::PendingPayment => {
