@@ -9,3 +9,4 @@ pub mod outbox;
 pub mod price_drops;
 pub mod service;
 pub mod subscribe;
+pub mod watermark;

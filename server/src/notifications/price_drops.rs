@@ -75,14 +75,7 @@ pub async fn sweep(db: &DatabaseConnection) -> AppResult<u64> {
 /// One batch; `None` when there was nothing new (or another instance took the batch).
 async fn sweep_batch(db: &DatabaseConnection) -> AppResult<Option<u64>> {
     let backend = db.get_database_backend();
-    let row = db
-        .query_one_raw(Statement::from_sql_and_values(
-            backend,
-            "SELECT last_id FROM job_watermarks WHERE name = $1",
-            [WATERMARK.into()],
-        ))
-        .await?;
-    let Some(last_id) = row.map(|r| r.try_get::<i64>("", "last_id")).transpose()? else {
+    let Some(last_id) = super::watermark::read(db, WATERMARK).await? else {
         return Ok(None);
     };
     let changes = price_change::Entity::find()
@@ -111,14 +104,7 @@ async fn sweep_batch(db: &DatabaseConnection) -> AppResult<Option<u64>> {
     let day = campus_day(now);
     let txn = db.begin().await?;
     // First write of the transaction, conditional on what we read: exactly one sweeper wins the batch.
-    let moved = txn
-        .execute_raw(Statement::from_sql_and_values(
-            backend,
-            "UPDATE job_watermarks SET last_id = $1, updated_at = $2 WHERE name = $3 AND last_id = $4",
-            [newest.into(), now.into(), WATERMARK.into(), last_id.into()],
-        ))
-        .await?;
-    if moved.rows_affected() != 1 {
+    if !super::watermark::advance_in(&txn, WATERMARK, last_id, newest).await? {
         txn.rollback().await?;
         return Ok(None);
     }

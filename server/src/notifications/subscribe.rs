@@ -84,17 +84,7 @@ pub async fn sweep(state: &AppState) -> AppResult<u64> {
 async fn sweep_batch(state: &AppState, now: DateTime<Utc>) -> AppResult<Option<u64>> {
     let db = &state.db;
     let backend = db.get_database_backend();
-    let read = async || -> AppResult<Option<i64>> {
-        let row = db
-            .query_one_raw(Statement::from_sql_and_values(
-                backend,
-                "SELECT last_id FROM job_watermarks WHERE name = $1",
-                [WATERMARK.into()],
-            ))
-            .await?;
-        Ok(row.map(|r| r.try_get::<i64>("", "last_id")).transpose()?)
-    };
-    let last_id = match read().await? {
+    let last_id = match super::watermark::read(db, WATERMARK).await? {
         Some(id) => id,
         None => {
             // The first run starts after the newest notification: what happened before is not news.
@@ -122,14 +112,7 @@ async fn sweep_batch(state: &AppState, now: DateTime<Utc>) -> AppResult<Option<u
     };
     let templates = &state.config.wechat_subscribe_templates;
     let txn = db.begin().await?;
-    let moved = txn
-        .execute_raw(Statement::from_sql_and_values(
-            backend,
-            "UPDATE job_watermarks SET last_id = $1, updated_at = $2 WHERE name = $3 AND last_id = $4",
-            [newest.into(), now.into(), WATERMARK.into(), last_id.into()],
-        ))
-        .await?;
-    if moved.rows_affected() != 1 {
+    if !super::watermark::advance_in(&txn, WATERMARK, last_id, newest).await? {
         txn.rollback().await?;
         return Ok(None);
     }
