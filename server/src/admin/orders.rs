@@ -331,11 +331,35 @@ async fn audit_request(
 }
 
 /// The school of an order: its listing's.
-async fn school_of(db: &impl ConnectionTrait, o: &order::Model) -> AppResult<Option<i64>> {
-    Ok(listing::Entity::find_by_id(o.listing_id)
-        .one(db)
+pub(super) async fn school_of(
+    db: &impl ConnectionTrait,
+    o: &order::Model,
+) -> AppResult<Option<i64>> {
+    Ok(listing_schools(db, [o.listing_id])
         .await?
-        .map(|l| l.school_id))
+        .get(&o.listing_id)
+        .copied())
+}
+
+/// The school of each of `listing_ids`, in one query (a page of orders or reviews needs them all).
+pub(super) async fn listing_schools(
+    db: &impl ConnectionTrait,
+    listing_ids: impl IntoIterator<Item = i64>,
+) -> AppResult<std::collections::HashMap<i64, i64>> {
+    let ids: Vec<i64> = listing_ids.into_iter().collect();
+    if ids.is_empty() {
+        return Ok(Default::default());
+    }
+    Ok(listing::Entity::find()
+        .select_only()
+        .column(listing::Column::Id)
+        .column(listing::Column::SchoolId)
+        .filter(listing::Column::Id.is_in(ids))
+        .into_tuple::<(i64, i64)>()
+        .all(db)
+        .await?
+        .into_iter()
+        .collect())
 }
 
 async fn detail(
@@ -424,18 +448,7 @@ impl OrdersApi {
             .limit(limit)
             .all(&state.db)
             .await?;
-        let listing_ids: Vec<i64> = rows.iter().map(|o| o.listing_id).collect();
-        let schools: std::collections::HashMap<i64, i64> = if listing_ids.is_empty() {
-            Default::default()
-        } else {
-            listing::Entity::find()
-                .filter(listing::Column::Id.is_in(listing_ids))
-                .all(&state.db)
-                .await?
-                .into_iter()
-                .map(|l| (l.id, l.school_id))
-                .collect()
-        };
+        let schools = listing_schools(&state.db, rows.iter().map(|o| o.listing_id)).await?;
         let next_before_id = (rows.len() as u64 == limit)
             .then(|| rows.last().map(|o| o.id))
             .flatten();

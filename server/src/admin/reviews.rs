@@ -96,13 +96,10 @@ fn view(r: &review::Model, school_id: Option<i64>) -> AdminReview {
 
 /// The school of the reviewed order's listing.
 async fn school_of(db: &impl ConnectionTrait, r: &review::Model) -> AppResult<Option<i64>> {
-    let Some(o) = order::Entity::find_by_id(r.order_id).one(db).await? else {
-        return Ok(None);
-    };
-    Ok(listing::Entity::find_by_id(o.listing_id)
-        .one(db)
-        .await?
-        .map(|l| l.school_id))
+    match order::Entity::find_by_id(r.order_id).one(db).await? {
+        Some(o) => super::orders::school_of(db, &o).await,
+        None => Ok(None),
+    }
 }
 
 async fn set_hidden(
@@ -197,10 +194,26 @@ impl ReviewModerationApi {
         let mut rows = q.limit(limit + 1).all(&state.db).await?;
         let more = rows.len() as u64 > limit;
         rows.truncate(limit as usize);
-        let mut items = Vec::with_capacity(rows.len());
-        for r in &rows {
-            items.push(view(r, school_of(&state.db, r).await?));
-        }
+        // The page's schools in two queries (its orders, then their listings), not two per review.
+        let listing_of: std::collections::HashMap<i64, i64> = order::Entity::find()
+            .select_only()
+            .column(order::Column::Id)
+            .column(order::Column::ListingId)
+            .filter(order::Column::Id.is_in(rows.iter().map(|r| r.order_id)))
+            .into_tuple::<(i64, i64)>()
+            .all(&state.db)
+            .await?
+            .into_iter()
+            .collect();
+        let schools =
+            super::orders::listing_schools(&state.db, listing_of.values().copied()).await?;
+        let items = rows
+            .iter()
+            .map(|r| {
+                let school = listing_of.get(&r.order_id).and_then(|l| schools.get(l));
+                view(r, school.copied())
+            })
+            .collect();
         Ok(Json(AdminReviewPage {
             next_before: if more {
                 rows.last().map(|r| r.id)

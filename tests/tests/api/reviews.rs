@@ -375,6 +375,7 @@ app_test!(
         assert_eq!((hidden["hidden"].clone(), hidden["hidden_reason"].clone()), (json!(true), json!("辱骂")));
         let (_, listed) = app.get(&format!("/admin/api/v1/reviews?user_id={}&hidden=true", s.id), Some(&moderator)).await;
         assert_eq!(listed["items"].as_array().unwrap().iter().map(|r| r["id"].clone()).collect::<Vec<_>>(), vec![json!(abusive)]);
+        assert_eq!(listed["items"][0]["school_id"], d.school, "the school of the order's listing: {listed}");
         let rep = reputation_of(&app, &b3, s.id).await;
         assert_eq!((rep["rating_count"].clone(), rep["average_rating"].clone()), (json!(1), json!(5.0)));
         assert!(public_reviews(&app, &b3, s.id).await.iter().all(|r| r["id"] != abusive));
